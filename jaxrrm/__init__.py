@@ -1,0 +1,13 @@
+"""jaxrrm: offline multi-agent RL for radio resource management, in JAX.
+
+The simulator (``units``, ``config``, ``topology``, ``channel``, ``radio``, ``env``), evaluation
+(``metrics``) and heuristic policies (``baselines``). See DESIGN.md for the system model.
+"""
+
+from . import baselines, channel, config, env, metrics, radio, topology, units
+from .config import EnvConfig, EnvParams
+
+__version__ = "0.1.0"
+
+__all__ = ["EnvConfig", "EnvParams", "baselines", "channel", "config", "env", "metrics", "radio",
+           "topology", "units", "__version__"]

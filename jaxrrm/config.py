@@ -1,0 +1,266 @@
+"""Static configuration (:class:`EnvConfig`) and physical parameters (:class:`EnvParams`).
+
+The split follows gymnax: everything that fixes an array *shape* or a *code path* is static and
+lives in the frozen, hashable :class:`EnvConfig` (pass it as a static argument to ``jit``);
+everything physical is a leaf of the :class:`EnvParams` pytree, so a sweep over, say, the PF
+exponent or the transmit power is one ``vmap`` over a batched ``EnvParams``.
+
+Both validate themselves when they are built and raise :class:`ValueError` naming the field and the
+allowed range. ``EnvParams`` checks every leaf that holds a concrete value (Python number, NumPy or
+JAX array); leaves that are tracers (inside ``jit``/``vmap``) are not checked there, since their
+values are unknown: build parameters outside of traced code, where they are checked.
+
+Which defaults are assumptions: the paper (Eldeeb & Alves, arXiv 2501.12991) does not publish its
+simulation constants; the values here follow DESIGN.md §1 (multi-AP scheduling setups in the
+tradition of Naderializadeh et al., arXiv 2002.06215) and 3GPP TR 38.901 for the channel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Tuple
+
+import jax
+import numpy as np
+from flax import struct
+
+PATHLOSS_MODELS = ("umi", "inh_office", "log_distance", "free_space")
+REWARDS = ("pf", "log_utility")
+AP_LAYOUTS = ("grid", "random")
+
+#: Largest per-agent action count (candidates + idle) the int32 joint-action encoding of the
+#: centralized learner and the exhaustive oracle can hold for the configured number of APs.
+MAX_JOINT_ACTIONS = 2**31 - 1
+
+
+def _require(cond: bool, field: str, allowed: str, value) -> None:
+    if not cond:
+        raise ValueError(f"{field}={value!r} is invalid: allowed range is {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Static settings of the environment: shapes and code paths (frozen, hashable).
+
+    Attributes:
+      num_aps: number of access points (agents) ``I`` >= 1.
+      num_ues: number of user equipments ``K`` >= 1.
+      num_candidates: candidates ``N`` per AP in the observation (top-``N`` by PF weight), >= 1.
+      horizon: episode length ``T`` in slots, >= 1.
+      allow_idle: if True, action ``N`` means "stay silent" (``N + 1`` actions per AP).
+      pathloss_model: one of ``"umi"`` (3GPP 38.901 UMi-Street Canyon), ``"inh_office"``
+        (38.901 InH-Office mixed), ``"log_distance"``, ``"free_space"``.
+      reward: ``"pf"`` (the paper's PF-weighted rate, DESIGN §1) or ``"log_utility"``.
+      ap_layout: ``"grid"`` (centres of a near-square grid over the area; default 2x2 for 4 APs)
+        or ``"random"`` (uniform over the area, new each episode). Ignored if ``ap_positions_m``
+        is given.
+      ap_positions_m: optional fixed AP positions ``((x, y), ...)`` in metres, one per AP.
+      mobility: if True, UEs move at ``EnvParams.ue_speed_mps`` in a random direction fixed per
+        episode, reflecting at the borders of the area.
+      reassociation_slots: with mobility, association is refreshed every this many slots (>= 1).
+      min_drop_tries: candidate positions drawn per UE for the minimum-distance drop (>= 1).
+    """
+
+    num_aps: int = 4
+    num_ues: int = 24
+    num_candidates: int = 3
+    horizon: int = 200
+    allow_idle: bool = True
+    pathloss_model: str = "umi"
+    reward: str = "pf"
+    ap_layout: str = "grid"
+    ap_positions_m: Optional[Tuple[Tuple[float, float], ...]] = None
+    mobility: bool = False
+    reassociation_slots: int = 50
+    min_drop_tries: int = 16
+
+    def __post_init__(self):
+        for name in ("num_aps", "num_ues", "num_candidates", "horizon", "reassociation_slots",
+                     "min_drop_tries"):
+            v = getattr(self, name)
+            _require(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1,
+                     name, "an integer >= 1", v)
+        _require(self.num_candidates <= self.num_ues, "num_candidates",
+                 f"1 <= num_candidates <= num_ues ({self.num_ues})", self.num_candidates)
+        _require(self.num_actions ** self.num_aps <= MAX_JOINT_ACTIONS, "num_candidates",
+                 f"(num_candidates + allow_idle) ** num_aps <= {MAX_JOINT_ACTIONS} "
+                 "(int32 joint-action encoding)", self.num_candidates)
+        _require(self.pathloss_model in PATHLOSS_MODELS, "pathloss_model",
+                 f"one of {PATHLOSS_MODELS}", self.pathloss_model)
+        _require(self.reward in REWARDS, "reward", f"one of {REWARDS}", self.reward)
+        _require(self.ap_layout in AP_LAYOUTS, "ap_layout", f"one of {AP_LAYOUTS}", self.ap_layout)
+        _require(isinstance(self.allow_idle, bool), "allow_idle", "True or False", self.allow_idle)
+        _require(isinstance(self.mobility, bool), "mobility", "True or False", self.mobility)
+        if self.ap_positions_m is not None:
+            pos = tuple(tuple(float(c) for c in p) for p in self.ap_positions_m)
+            _require(len(pos) == self.num_aps and all(len(p) == 2 for p in pos),
+                     "ap_positions_m", f"{self.num_aps} pairs (x, y) in metres", self.ap_positions_m)
+            _require(all(math.isfinite(c) for p in pos for c in p), "ap_positions_m",
+                     "finite coordinates", self.ap_positions_m)
+            object.__setattr__(self, "ap_positions_m", pos)
+
+    @property
+    def num_actions(self) -> int:
+        """Actions per AP: ``N + 1`` with idle allowed, else ``N``."""
+        return self.num_candidates + int(self.allow_idle)
+
+    @property
+    def idle_action(self) -> int:
+        """The action index that means "stay silent" (``N``); only valid when ``allow_idle``."""
+        return self.num_candidates
+
+    @property
+    def obs_dim(self) -> int:
+        """Length of one agent's observation, ``2 N``."""
+        return 2 * self.num_candidates
+
+    @property
+    def state_dim(self) -> int:
+        """Length of the global state, ``2 N I``."""
+        return 2 * self.num_candidates * self.num_aps
+
+    @property
+    def num_joint_actions(self) -> int:
+        """Size of the joint action space, ``num_actions ** num_aps``."""
+        return self.num_actions ** self.num_aps
+
+    def replace(self, **kw) -> "EnvConfig":
+        return dataclasses.replace(self, **kw)
+
+
+# Per-model shadowing standard deviations (dB) of 3GPP TR 38.901 Table 7.4.1-1.
+_SHADOWING_DEFAULTS = {
+    "umi": (4.0, 7.82),
+    "inh_office": (3.0, 8.03),
+    "log_distance": (8.0, 8.0),
+    "free_space": (0.0, 0.0),
+}
+
+
+def _concrete(v):
+    """A NumPy view of ``v`` if it holds a known value, else None (tracers, abstract values)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float, np.ndarray, np.generic)):
+        return np.asarray(v, dtype=np.float64)
+    if isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer):
+        try:
+            return np.asarray(v, dtype=np.float64)
+        except Exception:  # pragma: no cover - non-addressable arrays
+            return None
+    return None
+
+
+# field -> (predicate on a float64 array, description of the allowed range)
+_PARAM_RANGES = {
+    "area_side_m": (lambda x: x > 0, "> 0 m"),
+    "ap_height_m": (lambda x: x > 0, "> 0 m"),
+    "ue_height_m": (lambda x: x > 0, "> 0 m"),
+    "min_distance_m": (lambda x: x > 0, "> 0 m"),
+    "carrier_hz": (lambda x: x > 0, "> 0 Hz"),
+    "bandwidth_hz": (lambda x: x > 0, "> 0 Hz"),
+    "tx_power_dbm": (np.isfinite, "finite dBm"),
+    "noise_psd_dbm_hz": (np.isfinite, "finite dBm/Hz"),
+    "noise_figure_db": (lambda x: x >= 0, ">= 0 dB"),
+    "shadowing_std_los_db": (lambda x: x >= 0, ">= 0 dB"),
+    "shadowing_std_nlos_db": (lambda x: x >= 0, ">= 0 dB"),
+    "pathloss_exponent": (lambda x: x > 0, "> 0"),
+    "ue_speed_mps": (lambda x: x >= 0, ">= 0 m/s"),
+    "slot_s": (lambda x: x > 0, "> 0 s"),
+    "pf_beta": (lambda x: (x > 0) & (x <= 1), "(0, 1]"),
+    "pf_lambda": (lambda x: (x >= 0) & (x <= 1), "[0, 1]"),
+    "score_mu": (lambda x: x >= 0, ">= 0"),
+    "min_avg_rate_mbps": (lambda x: x > 0, "> 0 Mbit/s"),
+}
+
+
+@struct.dataclass
+class EnvParams:
+    """Physical parameters of the environment (a pytree: every field may be batched for ``vmap``).
+
+    Attributes (defaults are DESIGN.md §1's; units in the names):
+      area_side_m: side of the square deployment area, m (500).
+      ap_height_m, ue_height_m: antenna heights, m (10, 1.5).
+      min_distance_m: minimum 2-D AP-UE distance of a UE drop, m (10; 38.901's UMi validity bound).
+      carrier_hz: carrier frequency, Hz (3.5e9).
+      bandwidth_hz: system bandwidth, Hz (10e6); one UE per AP per slot.
+      tx_power_dbm: AP transmit power, dBm (30).
+      noise_psd_dbm_hz: thermal noise density, dBm/Hz (-174).
+      noise_figure_db: UE receiver noise figure, dB (7).
+      shadowing_std_los_db, shadowing_std_nlos_db: log-normal shadowing std per LOS state, dB
+        (UMi 4 / 7.82; see :meth:`create` for the other models' defaults).
+      pathloss_exponent: exponent of the ``log_distance`` model (3.5, an assumption).
+      ue_speed_mps: UE speed, m/s (1): sets the Doppler of the fading and, with mobility, motion.
+      slot_s: slot duration, s (0.01).
+      pf_beta: PF averaging factor beta in (0, 1] (0.05).
+      pf_lambda: PF exponent lambda in [0, 1] of the reward (0.8).
+      score_mu: weight mu of the 5th-percentile rate in the score (24 = default K; :meth:`create`
+        sets it to ``cfg.num_ues``).
+      min_avg_rate_mbps: floor on the PF average in the weight 1/avg, Mbit/s (1e-6); keeps weights
+        finite in very long episodes of a starved UE (an implementation guard, not in the paper).
+    """
+
+    area_side_m: float = 500.0
+    ap_height_m: float = 10.0
+    ue_height_m: float = 1.5
+    min_distance_m: float = 10.0
+    carrier_hz: float = 3.5e9
+    bandwidth_hz: float = 10e6
+    tx_power_dbm: float = 30.0
+    noise_psd_dbm_hz: float = -174.0
+    noise_figure_db: float = 7.0
+    shadowing_std_los_db: float = 4.0
+    shadowing_std_nlos_db: float = 7.82
+    pathloss_exponent: float = 3.5
+    ue_speed_mps: float = 1.0
+    slot_s: float = 0.01
+    pf_beta: float = 0.05
+    pf_lambda: float = 0.8
+    score_mu: float = 24.0
+    min_avg_rate_mbps: float = 1e-6
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "EnvParams":
+        """Check every concrete leaf against its allowed range; raise ``ValueError`` naming it.
+
+        Called when an ``EnvParams`` is built (also by ``replace``); :func:`jaxrrm.env.reset`
+        relies on it. Traced leaves (inside ``jit``/``vmap``) are skipped. Returns ``self``.
+        """
+        for name, (pred, allowed) in _PARAM_RANGES.items():
+            x = _concrete(getattr(self, name))
+            if x is None:
+                continue
+            ok = np.all(np.isfinite(x)) and np.all(pred(x))
+            if not ok:
+                raise ValueError(
+                    f"EnvParams.{name}={getattr(self, name)!r} is invalid: allowed range is "
+                    f"{allowed} (finite)")
+        return self
+
+    @classmethod
+    def create(cls, cfg: EnvConfig, **overrides) -> "EnvParams":
+        """Defaults that match ``cfg``: the path-loss model's shadowing stds and ``mu = K``.
+
+        Shadowing (dB, LOS/NLOS): ``umi`` 4 / 7.82 and ``inh_office`` 3 / 8.03 (38.901 Table
+        7.4.1-1); ``log_distance`` 8 / 8 and ``free_space`` 0 / 0 (assumptions).
+
+        Args:
+          cfg: the static configuration.
+          **overrides: any field of :class:`EnvParams`.
+        """
+        los, nlos = _SHADOWING_DEFAULTS[cfg.pathloss_model]
+        kw = dict(shadowing_std_los_db=los, shadowing_std_nlos_db=nlos,
+                  score_mu=float(cfg.num_ues))
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown EnvParams field(s): {sorted(unknown)}")
+        kw.update(overrides)
+        return cls(**kw)
+
+
+def default_config() -> EnvConfig:
+    """DESIGN.md §1's default scenario: 4 APs, 24 UEs, N = 3, T = 200, UMi, PF reward."""
+    return EnvConfig()

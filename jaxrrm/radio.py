@@ -1,0 +1,176 @@
+"""Radio layer: SINR, Shannon rates, proportional-fair (PF) averages, weights and rewards.
+
+Pure, shape-documented functions of one network snapshot; batch them with ``vmap``.
+Notation (DESIGN.md §1): ``I`` APs, ``K`` UEs, ``g[i, j]`` the linear channel power gain from AP
+``i`` to UE ``j``, ``P_i`` AP ``i``'s transmit power, ``N`` the noise power (all in W).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def serving_matrix(serving, num_ues: int):
+    """One-hot serving matrix: ``S[i, j] = 1`` iff AP ``i`` serves UE ``j`` this slot.
+
+    Args:
+      serving: ``[I]`` int32, UE index served by each AP, ``-1`` = silent.
+      num_ues: int ``K`` (static).
+
+    Returns:
+      ``[I, K]`` float32 in {0, 1}.
+    """
+    return (serving[:, None] == jnp.arange(num_ues)[None, :]).astype(jnp.float32)
+
+
+def sinr(gain, serving, tx_power_w, noise_w):
+    """SINR of every UE given which UE each AP serves.
+
+    For a UE ``j`` served by AP ``s``:
+
+    .. math::
+        \\mathrm{SINR}_j = \\frac{P_s g_{sj}}{\\sum_{i \\ne s,\\ i\\ \\mathrm{active}} P_i g_{ij} + N}
+
+    An AP is active iff ``serving[i] >= 0``; UEs that no AP serves get 0. The interference sum runs
+    over the other active APs only (masked before summing, never as total minus own, so no
+    cancellation error). Each UE must be served by at most one AP (true in the environment, where a
+    UE belongs to one AP).
+
+    Args:
+      gain: ``[I, K]`` float, linear channel power gains.
+      serving: ``[I]`` int32, served UE index per AP, ``-1`` = silent.
+      tx_power_w: scalar or ``[I]`` float, W.
+      noise_w: scalar float, W.
+
+    Returns:
+      ``[K]`` float32, linear SINR (0 for UEs not served).
+    """
+    num_aps, num_ues = gain.shape
+    s = serving_matrix(serving, num_ues)  # [I, K]
+    active = (serving >= 0).astype(gain.dtype)  # [I]
+    rx = jnp.broadcast_to(jnp.asarray(tx_power_w, gain.dtype), (num_aps,))[:, None] * gain
+    signal = jnp.sum(s * rx, axis=0)
+    interference = jnp.sum((active[:, None] - s) * rx, axis=0)
+    served = jnp.sum(s, axis=0) > 0
+    return jnp.where(served, signal / (interference + noise_w), 0.0)
+
+
+def sinr_all_active(gain, association, tx_power_w, noise_w):
+    """Each UE's SINR from its own AP when *every* AP transmits (a conservative CQI estimate).
+
+    .. math::
+        \\widehat{\\mathrm{SINR}}_j = \\frac{P_{a(j)} g_{a(j)j}}{\\sum_{i \\ne a(j)} P_i g_{ij} + N}
+
+    Args:
+      gain: ``[I, K]`` float, linear.
+      association: ``[K]`` int32, serving AP ``a(j)`` of each UE.
+      tx_power_w: scalar or ``[I]`` float, W.
+      noise_w: scalar float, W.
+
+    Returns:
+      ``[K]`` float32, linear.
+    """
+    num_aps = gain.shape[0]
+    own = (association[None, :] == jnp.arange(num_aps)[:, None]).astype(gain.dtype)  # [I, K]
+    rx = jnp.broadcast_to(jnp.asarray(tx_power_w, gain.dtype), (num_aps,))[:, None] * gain
+    signal = jnp.sum(own * rx, axis=0)
+    interference = jnp.sum((1.0 - own) * rx, axis=0)
+    return signal / (interference + noise_w)
+
+
+def rate_mbps(sinr, bandwidth_hz):
+    """Shannon rate in Mbit/s: :math:`C = B \\log_2(1 + \\mathrm{SINR}) / 10^6`.
+
+    Args:
+      sinr: any shape, float, linear, >= 0.
+      bandwidth_hz: broadcastable, float, Hz.
+
+    Returns:
+      Broadcast shape, float32, Mbit/s.
+    """
+    return bandwidth_hz * jnp.log2(1.0 + sinr) / 1e6
+
+
+def update_average(avg, rate, beta):
+    """Exponentially weighted PF average: :math:`\\bar C(t) = (1-\\beta)\\bar C(t-1) + \\beta C(t)`.
+
+    Args:
+      avg: ``[K]`` float, Mbit/s, :math:`\\bar C(t-1)`.
+      rate: ``[K]`` float, Mbit/s, :math:`C(t)`.
+      beta: scalar float in (0, 1].
+
+    Returns:
+      ``[K]`` float, Mbit/s, :math:`\\bar C(t)`.
+    """
+    return (1.0 - beta) * avg + beta * rate
+
+
+def pf_weights(avg, floor_mbps=1e-6):
+    """PF weights :math:`w_j = 1 / \\max(\\bar C_j, \\epsilon)`, in 1/(Mbit/s).
+
+    The floor :math:`\\epsilon` (``floor_mbps``, 1e-6 Mbit/s by default) only matters for a UE
+    starved for thousands of slots, whose average would otherwise underflow to 0.
+
+    Args:
+      avg: ``[K]`` float, Mbit/s.
+      floor_mbps: scalar float, Mbit/s.
+
+    Returns:
+      ``[K]`` float, 1/(Mbit/s).
+    """
+    return 1.0 / jnp.maximum(avg, floor_mbps)
+
+
+def pf_reward(rate, weights, lam):
+    """The paper's PF-weighted reward: :math:`r = \\frac{1}{K}\\sum_j w_j^{\\lambda} C_j`.
+
+    :math:`\\lambda = 0` rewards raw throughput (Mbit/s); :math:`\\lambda = 1` is classic PF.
+
+    Args:
+      rate: ``[K]`` float, Mbit/s, this slot's rates.
+      weights: ``[K]`` float, 1/(Mbit/s), the PF weights in force for this slot.
+      lam: scalar float in [0, 1].
+
+    Returns:
+      Scalar float (units Mbit/s^(1-lambda)).
+    """
+    return jnp.mean(jnp.power(weights, lam) * rate, axis=-1)
+
+
+def log_utility_reward(avg_new, avg_old):
+    """PF-utility increment: :math:`r = \\frac{1}{K}\\sum_j [\\log \\bar C_j(t) - \\log \\bar C_j(t-1)]`.
+
+    Summed over an episode it telescopes to the change of the PF utility
+    :math:`\\frac{1}{K}\\sum_j \\log \\bar C_j`, so it cannot be inflated by starving users (an
+    option of ours, not the paper's; DESIGN §1).
+
+    Args:
+      avg_new, avg_old: ``[K]`` float, Mbit/s, > 0.
+
+    Returns:
+      Scalar float, nats.
+    """
+    return jnp.mean(jnp.log(avg_new) - jnp.log(avg_old), axis=-1)
+
+
+def initial_average(large_gain, association, tx_power_w, noise_w, bandwidth_hz, num_aps: int):
+    """Fair-share start of the PF averages, :math:`\\bar C_j(0)`, Mbit/s.
+
+    The UE's rate at its large-scale SINR (no fast fading) with all APs active, divided by the
+    number of UEs associated with its AP:
+
+    .. math::
+        \\bar C_j(0) = \\frac{B \\log_2(1 + \\widehat{\\mathrm{SINR}}_j^{\\mathrm{LS}})}{|\\{k: a(k) = a(j)\\}|}
+
+    Args:
+      large_gain: ``[I, K]`` float, linear (path loss and shadowing only).
+      association: ``[K]`` int32.
+      tx_power_w: scalar or ``[I]``, W.  noise_w: scalar, W.  bandwidth_hz: scalar, Hz.
+      num_aps: int ``I`` (static).
+
+    Returns:
+      ``[K]`` float, Mbit/s, > 0.
+    """
+    ls_sinr = sinr_all_active(large_gain, association, tx_power_w, noise_w)
+    counts = jnp.sum(association[None, :] == jnp.arange(num_aps)[:, None], axis=1)  # [I]
+    return rate_mbps(ls_sinr, bandwidth_hz) / counts[association]
