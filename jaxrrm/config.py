@@ -241,6 +241,23 @@ class EnvParams:
         return self
 
     @classmethod
+    def in_axes(cls, *batched: str, axis: int = 0) -> "EnvParams":
+        """An ``in_axes`` prefix for ``jax.vmap``: ``axis`` for the named fields, None elsewhere.
+
+        Example: ``jax.vmap(f, in_axes=(EnvParams.in_axes("pf_lambda"),))(params)`` maps over a
+        batch of PF exponents and shares every other field. (Built without validation: its leaves
+        are axis numbers, not physical values.)
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(batched) - names
+        if unknown:
+            raise ValueError(f"unknown EnvParams field(s): {sorted(unknown)}")
+        obj = object.__new__(cls)
+        for name in names:
+            object.__setattr__(obj, name, axis if name in batched else None)
+        return obj
+
+    @classmethod
     def create(cls, cfg: EnvConfig, **overrides) -> "EnvParams":
         """Defaults that match ``cfg``: the path-loss model's shadowing stds and ``mu = K``.
 

@@ -1,0 +1,197 @@
+"""Shared helpers of the experiment entry points: CLI pieces, output directories, tables, plots.
+
+No physics or learning here: only argument parsing, files, progress and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+class CliError(Exception):
+    """A user error with a message worth printing as is (no traceback)."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def machine_info() -> dict:
+    """Where a result came from: host, CPU, JAX backend and devices, versions, git commit."""
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False, cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "commit": commit or "unknown",
+    }
+
+
+def default_out_dir(experiment: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / experiment / stamp
+
+
+class OutputDir:
+    """An output directory written atomically: files go to a hidden temporary sibling, which is
+    renamed to the final path by :meth:`commit`. An existing final path is refused up front."""
+
+    def __init__(self, path: Path, overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise CliError(f"output directory {self.path} already exists: choose another --out "
+                           "or pass --overwrite")
+        self.overwrite = overwrite
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+
+    def file(self, name: str) -> Path:
+        return self.tmp / name
+
+    def write_json(self, name: str, obj) -> None:
+        with open(self.tmp / name, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+
+    def commit(self) -> Path:
+        if self.path.exists() and self.overwrite:
+            shutil.rmtree(self.path)
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def fmt_ci(stat: dict, digits: int = 2) -> str:
+    return f"{stat['mean']:.{digits}f} ± {stat['ci95']:.{digits}f}"
+
+
+def format_table(summary: Dict[str, dict], extra: Optional[Dict[str, str]] = None) -> str:
+    """A fixed-width text table: one row per method, mean ± 95% CI per metric."""
+    cols = [("sum_rate", "sum rate [Mbit/s]", 2), ("p5_rate", "5%-rate [Mbit/s]", 3),
+            ("score", "score [Mbit/s]", 2), ("relative_score", "rel. score (TDM=1)", 3)]
+    header = ["method"] + [c[1] for c in cols] + (list(next(iter(extra.values())).keys())
+                                                  if extra else [])
+    rows = []
+    for name, stats in summary.items():
+        row = [name] + [fmt_ci(stats[key], d) if key in stats else "-" for key, _, d in cols]
+        if extra:
+            row += list(extra.get(name, {}).values())
+        rows.append(row)
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def write_summary_csv(path: Path, summary: Dict[str, dict]) -> None:
+    metrics = ["sum_rate", "p5_rate", "score", "relative_score"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method"] + [f"{m}_{k}" for m in metrics for k in ("mean", "ci95")])
+        for name, stats in summary.items():
+            w.writerow([name] + [stats.get(m, {}).get(k, "") for m in metrics
+                                 for k in ("mean", "ci95")])
+
+
+def plot_rate_cdf(path: Path, ue_rates: Dict[str, np.ndarray], title: str = "") -> None:
+    """Empirical CDF of per-UE average rates (pooled over seeds and episodes), one line a method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, r in ue_rates.items():
+        x = np.sort(np.asarray(r).reshape(-1))
+        ax.plot(x, np.arange(1, x.size + 1) / x.size, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("per-UE average rate [Mbit/s]")
+    ax.set_ylabel("CDF")
+    ax.axhline(0.05, color="grey", lw=0.6, ls=":")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sum_vs_tail(path: Path, summary: Dict[str, dict], title: str = "") -> None:
+    """Sum rate against 5th-percentile rate, mean ± 95% CI over seeds, one point a method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    for name, s in summary.items():
+        ax.errorbar(s["p5_rate"]["mean"], s["sum_rate"]["mean"], xerr=_ci(s["p5_rate"]),
+                    yerr=_ci(s["sum_rate"]), fmt="o", capsize=3, label=name)
+    ax.set_xlabel("5th-percentile rate [Mbit/s]")
+    ax.set_ylabel("sum rate [Mbit/s]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _ci(stat: dict) -> float:
+    v = stat["ci95"]
+    return 0.0 if not np.isfinite(v) else v
+
+
+def progress(iterable: Iterable, desc: str, total: Optional[int] = None, enabled: bool = True):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, disable=not enabled, dynamic_ncols=True)
