@@ -60,8 +60,8 @@ def seed_metrics(ue_rates, mu) -> Dict[str, np.ndarray]:
     """
     sr = jax.vmap(metrics.sum_rate)(ue_rates)
     p5 = jax.vmap(lambda r: metrics.percentile_rate(r, 5.0))(ue_rates)
-    return {"sum_rate": np.asarray(sr, np.float64), "p5_rate": np.asarray(p5, np.float64),
-            "score": np.asarray(sr + mu * p5, np.float64)}
+    sr, p5 = np.asarray(sr, np.float64), np.asarray(p5, np.float64)
+    return {"sum_rate": sr, "p5_rate": p5, "score": sr + float(mu) * p5}
 
 
 def add_relative(per_seed: Dict[str, Dict[str, np.ndarray]], reference: str = "tdm"):

@@ -87,8 +87,11 @@ def rate_mbps(sinr, bandwidth_hz):
 
     Returns:
       Broadcast shape, float32, Mbit/s.
+
+    Computed as ``log1p(sinr) / ln 2``: ``log2(1 + sinr)`` in float32 loses the relative precision
+    of small SINRs (error ~6e-8 / SINR, 1% at -50 dB).
     """
-    return bandwidth_hz * jnp.log2(1.0 + sinr) / 1e6
+    return bandwidth_hz * (jnp.log1p(sinr) / jnp.log(2.0)) / 1e6
 
 
 def update_average(avg, rate, beta):

@@ -1,0 +1,106 @@
+"""The entry points: experiments.ctde end to end on a tiny setting, its errors, and the benchmark."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments import ctde
+from experiments.common import OutputDir, CliError, format_table
+
+TINY = ["--seeds", "3", "--episodes", "4", "--env", "horizon=12", "--env", "num_aps=2",
+        "--env", "num_ues=6", "--env", "num_candidates=2", "--no-progress", "--no-plots"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ctde") / "run"
+    assert ctde.main(TINY + ["--out", str(out)]) == 0
+    return out
+
+
+def test_ctde_writes_summary(tiny_run):
+    files = {p.name for p in tiny_run.iterdir()}
+    assert {"config.json", "summary.json", "summary.csv", "per_seed.json"} <= files
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["seeds"] == 3
+    methods = summary["methods"]
+    assert set(methods) == {"tdm", "random", "full_reuse", "max_sinr", "exhaustive"}
+    for name, m in methods.items():
+        for key in ("sum_rate", "p5_rate", "score", "relative_score"):
+            assert math.isfinite(m[key]["mean"]) and m[key]["ci95"] >= 0, (name, key)
+    # TDM is the reference of the relative score, seed by seed.
+    assert methods["tdm"]["relative_score"]["mean"] == pytest.approx(1.0)
+    assert methods["tdm"]["relative_score"]["ci95"] == pytest.approx(0.0, abs=1e-12)
+    # The score is sum + mu * p5 seed by seed, so also in the mean.
+    mu = summary["score_mu"]
+    assert mu == 6
+    for m in methods.values():
+        assert m["score"]["mean"] == pytest.approx(m["sum_rate"]["mean"] + mu * m["p5_rate"]["mean"],
+                                                   rel=1e-9)
+    per_seed = json.loads((tiny_run / "per_seed.json").read_text())
+    assert len(per_seed["full_reuse"]["score"]) == 3
+    assert np.mean(per_seed["full_reuse"]["score"]) == pytest.approx(
+        methods["full_reuse"]["score"]["mean"])
+    # No temporary directories are left beside the output.
+    assert [p.name for p in tiny_run.parent.iterdir()] == ["run"]
+
+
+def test_ctde_refuses_existing_output(tiny_run, capsys):
+    assert ctde.main(TINY + ["--out", str(tiny_run)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--env", "num_aps=0"], "num_aps"),
+    (["--env", "pf_beta=1.5"], "pf_beta"),
+    (["--env", "bogus=1"], "unknown field"),
+    (["--env", "horizon"], "FIELD=VALUE"),
+    (["--env", "horizon=abc"], "integer"),
+])
+def test_ctde_bad_settings_exit_cleanly(tmp_path, capsys, flags, message):
+    assert ctde.main(TINY + flags + ["--out", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_ctde_bad_flag_is_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        ctde.main(["--seeds", "0"])
+    assert e.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_output_dir_is_atomic(tmp_path):
+    out = OutputDir(tmp_path / "o")
+    out.write_json("a.json", {"x": 1})
+    assert not (tmp_path / "o").exists()  # nothing final before commit
+    out.commit()
+    assert json.loads((tmp_path / "o" / "a.json").read_text()) == {"x": 1}
+    with pytest.raises(CliError):
+        OutputDir(tmp_path / "o")
+    failed = OutputDir(tmp_path / "p")
+    failed.abort()
+    assert list(tmp_path.iterdir()) == [tmp_path / "o"]
+
+
+def test_format_table_has_every_method():
+    stat = {"mean": 1.0, "ci95": 0.1}
+    table = format_table({"a": {"sum_rate": stat, "score": stat}, "bb": {"sum_rate": stat}})
+    lines = table.splitlines()
+    assert len(lines) == 4 and lines[2].startswith("a ") and lines[3].startswith("bb")
+    assert "1.00 ± 0.10" in lines[2]
+
+
+def test_env_throughput_benchmark_smoke(tmp_path):
+    from benchmarks import env_throughput
+
+    out = tmp_path / "bench.json"
+    assert env_throughput.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "env_throughput"
+    assert [r["episodes"] for r in result["jax"]] == [1, 8]
+    assert all(r["steps_per_s"] > 0 and r["compile_s"] > 0 for r in result["jax"])
+    assert result["numpy"][0]["batched"] is False and result["numpy"][0]["steps_per_s"] > 0
+    assert result["machine"]["jax"] == result["jax_version"]
