@@ -64,6 +64,8 @@ def machine_info() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "commit": commit or "unknown",
+        # Other work on the machine skews timings: the 1-minute load average when recorded.
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
