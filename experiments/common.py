@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -35,6 +36,63 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def parse_env_overrides(items):
+    """Split ``FIELD=VALUE`` strings into EnvConfig and EnvParams keyword arguments."""
+    from jaxrrm import EnvConfig, EnvParams
+
+    cfg_fields = {f.name: f for f in dataclasses.fields(EnvConfig)}
+    par_fields = {f.name for f in dataclasses.fields(EnvParams)}
+    cfg_kw, par_kw = {}, {}
+    for item in items:
+        if "=" not in item:
+            raise CliError(f"--env expects FIELD=VALUE, got {item!r}")
+        key, text = item.split("=", 1)
+        if key in cfg_fields:
+            default = cfg_fields[key].default
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise CliError(f"--env {key} expects true or false, got {text!r}")
+                cfg_kw[key] = text.lower() in ("true", "1")
+            elif isinstance(default, int):
+                try:
+                    cfg_kw[key] = int(text)
+                except ValueError:
+                    raise CliError(f"--env {key} expects an integer, got {text!r}") from None
+            elif key == "ap_positions_m":
+                raise CliError("ap_positions_m cannot be set from the command line")
+            else:
+                cfg_kw[key] = text
+        elif key in par_fields:
+            try:
+                par_kw[key] = float(text)
+            except ValueError:
+                raise CliError(f"--env {key} expects a number, got {text!r}") from None
+        else:
+            raise CliError(f"--env: unknown field {key!r}; EnvConfig fields: "
+                           f"{sorted(cfg_fields)}; EnvParams fields: {sorted(par_fields)}")
+    return cfg_kw, par_kw
+
+
+def add_env_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override an EnvConfig or EnvParams field, e.g. --env num_aps=3 "
+                             "--env pf_lambda=0.6 (repeatable)")
+
+
+def make_env(items, **cfg_defaults):
+    """``(EnvConfig, EnvParams)`` from ``--env`` overrides (CliError on an invalid value)."""
+    from jaxrrm import EnvConfig, EnvParams
+
+    cfg_kw, par_kw = parse_env_overrides(items)
+    for k, v in cfg_defaults.items():
+        cfg_kw.setdefault(k, v)
+    try:
+        cfg = EnvConfig(**cfg_kw)
+        return cfg, EnvParams.create(cfg, **par_kw)
+    except ValueError as e:
+        raise CliError(f"invalid environment setting: {e}") from None
 
 
 def machine_info() -> dict:

@@ -28,7 +28,7 @@ QUICK = dict(seeds=2, episodes=8, horizon=50)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.common import positive_int
+    from experiments.common import add_env_argument, positive_int
     from jaxrrm.baselines import NAMES
 
     p = argparse.ArgumentParser(
@@ -53,9 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", choices=NAMES, default=list(NAMES),
                    help="which baselines to evaluate ('tdm' is always added: it is the reference "
                         "of the relative score)")
-    p.add_argument("--env", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override an EnvConfig or EnvParams field, e.g. --env num_aps=3 "
-                        "--env pf_lambda=0.6 (repeatable)")
+    add_env_argument(p)
     p.add_argument("--seed", type=int, default=0, help="base PRNG seed of the run")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: results/ctde/<timestamp>); must not exist")
@@ -65,62 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_env_overrides(items):
-    """Split ``FIELD=VALUE`` strings into EnvConfig and EnvParams keyword arguments."""
-    from experiments.common import CliError
-    from jaxrrm import EnvConfig, EnvParams
-
-    cfg_fields = {f.name: f for f in dataclasses.fields(EnvConfig)}
-    par_fields = {f.name for f in dataclasses.fields(EnvParams)}
-    cfg_kw, par_kw = {}, {}
-    for item in items:
-        if "=" not in item:
-            raise CliError(f"--env expects FIELD=VALUE, got {item!r}")
-        key, text = item.split("=", 1)
-        if key in cfg_fields:
-            default = cfg_fields[key].default
-            if isinstance(default, bool):
-                if text.lower() not in ("true", "false", "1", "0"):
-                    raise CliError(f"--env {key} expects true or false, got {text!r}")
-                cfg_kw[key] = text.lower() in ("true", "1")
-            elif isinstance(default, int):
-                try:
-                    cfg_kw[key] = int(text)
-                except ValueError:
-                    raise CliError(f"--env {key} expects an integer, got {text!r}") from None
-            elif key == "ap_positions_m":
-                raise CliError("ap_positions_m cannot be set from the command line")
-            else:
-                cfg_kw[key] = text
-        elif key in par_fields:
-            try:
-                par_kw[key] = float(text)
-            except ValueError:
-                raise CliError(f"--env {key} expects a number, got {text!r}") from None
-        else:
-            raise CliError(f"--env: unknown field {key!r}; EnvConfig fields: "
-                           f"{sorted(cfg_fields)}; EnvParams fields: {sorted(par_fields)}")
-    return cfg_kw, par_kw
-
-
 def run(args) -> Path:
     import jax
     import numpy as np
 
     from experiments import common
-    from jaxrrm import EnvConfig, EnvParams, baselines, evaluate
+    from jaxrrm import baselines, evaluate
 
-    cfg_kw, par_kw = parse_env_overrides(args.env)
     episodes = args.episodes or PRESETS[args.preset]["episodes"]
     seeds = args.seeds
+    quick_cfg = {}
     if args.quick:
         seeds, episodes = QUICK["seeds"], QUICK["episodes"]
-        cfg_kw.setdefault("horizon", QUICK["horizon"])
-    try:
-        cfg = EnvConfig(**cfg_kw)
-        params = EnvParams.create(cfg, **par_kw)
-    except ValueError as e:
-        raise common.CliError(f"invalid environment setting: {e}") from None
+        quick_cfg["horizon"] = QUICK["horizon"]
+    cfg, params = common.make_env(args.env, **quick_cfg)
     methods = list(dict.fromkeys(["tdm"] + list(args.methods)))
     for name in methods:  # fail before any work on an impossible combination
         try:

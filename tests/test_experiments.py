@@ -104,3 +104,44 @@ def test_env_throughput_benchmark_smoke(tmp_path):
     assert all(r["steps_per_s"] > 0 and r["compile_s"] > 0 for r in result["jax"])
     assert result["numpy"][0]["batched"] is False and result["numpy"][0]["steps_per_s"] > 0
     assert result["machine"]["jax"] == result["jax_version"]
+
+
+COLLECT_ENV = ["--env", "horizon=10", "--env", "num_aps=2", "--env", "num_ues=6",
+               "--env", "num_candidates=2", "--no-progress"]
+
+
+def test_collect_writes_a_dataset_that_loads(tmp_path, capsys):
+    from experiments import collect
+    from jaxrrm import EnvConfig, data
+
+    out = tmp_path / "ds"
+    assert collect.main(["--behaviour", "random_walk", "--size", "25", "--seed", "3",
+                         "--out", str(out)] + COLLECT_ENV) == 0
+    cfg = EnvConfig(horizon=10, num_aps=2, num_ues=6, num_candidates=2)
+    ds, meta = data.load(out, expected_cfg=cfg)
+    assert ds.size == 25 and meta["behaviour"] == "random_walk"
+    assert int(ds.episode.max()) == 2  # 25 steps of 10-slot episodes: 3 episodes, last partial
+    # Refuses to overwrite, with a message and no traceback.
+    assert collect.main(["--behaviour", "random_walk", "--size", "5", "--out", str(out)]
+                        + COLLECT_ENV) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--behaviour", "bogus", "--size", "5"], "allowed are random_walk"),
+    (["--behaviour", "random", "--size", "5", "--epsilon", "2"], "epsilon"),
+])
+def test_collect_bad_input(tmp_path, capsys, flags, message):
+    from experiments import collect
+
+    assert collect.main(flags + ["--out", str(tmp_path / "x")] + COLLECT_ENV) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_collect_rejects_non_positive_size(tmp_path, capsys):
+    from experiments import collect
+
+    with pytest.raises(SystemExit) as e:
+        collect.main(["--behaviour", "random", "--size", "0", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "positive integer" in capsys.readouterr().err
