@@ -302,3 +302,27 @@ def test_rate_small_sinr_keeps_relative_precision():
     # log2(1 + x) ~ x / ln 2 for small x: at -60 dB, 10 MHz gives 1e-6 * 10 / ln 2 Mbit/s
     r = float(_rate_jit(jnp.float32(1e-6), jnp.float32(10e6)))
     assert math.isclose(r, 1e-6 * 10 / math.log(2), rel_tol=1e-3)
+
+
+def test_in_axes_maps_only_named_fields():
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from jaxrrm import env
+
+    axes = EnvParams.in_axes("tx_power_dbm", "pf_lambda")
+    for f in dataclasses.fields(EnvParams):
+        assert getattr(axes, f.name) == (0 if f.name in ("tx_power_dbm", "pf_lambda") else None)
+    with pytest.raises(ValueError, match="bogus"):
+        EnvParams.in_axes("bogus")
+    cfg = EnvConfig(num_aps=2, num_ues=5, num_candidates=2, horizon=5)
+    powers = jnp.array([10.0, 20.0, 30.0])
+    batched = EnvParams.create(cfg, tx_power_dbm=powers, pf_lambda=jnp.array([0.2, 0.5, 0.9]))
+    key = jax.random.key(0)
+    _, states = jax.vmap(lambda p: env.reset(key, p, cfg), in_axes=(axes,))(batched)
+    for i, p_dbm in enumerate([10.0, 20.0, 30.0]):
+        _, s = env.reset(key, EnvParams.create(cfg, tx_power_dbm=p_dbm), cfg)
+        np.testing.assert_allclose(states.avg_rate_mbps[i], s.avg_rate_mbps, rtol=1e-5)
+    # More power, more rate (same drop, noise-limited part grows).
+    assert float(states.avg_rate_mbps[2].sum()) > float(states.avg_rate_mbps[0].sum())
