@@ -104,6 +104,17 @@ def test_env_throughput_benchmark_smoke(tmp_path):
     assert all(r["steps_per_s"] > 0 and r["compile_s"] > 0 for r in result["jax"])
     assert result["numpy"][0]["batched"] is False and result["numpy"][0]["steps_per_s"] > 0
     assert result["machine"]["jax"] == result["jax_version"]
+    # The report renders recorded runs (quick ones are left out of RESULTS.md).
+    from benchmarks import report
+
+    assert "No runs recorded yet." in report.render(tmp_path)
+    result["config"]["quick"] = False
+    (tmp_path / "full.json").write_text(json.dumps(result))
+    text = report.render(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| 1 |") or
+            line.startswith("| 8 |")]
+    assert len(rows) == 2
+    assert f"{result['jax'][1]['steps_per_s']:,.0f}" in rows[1]
 
 
 COLLECT_ENV = ["--env", "horizon=10", "--env", "num_aps=2", "--env", "num_ues=6",
