@@ -26,15 +26,19 @@ RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def _time_repeated(fn, min_seconds: float):
-    """Mean wall time of ``fn()`` over as many calls as fit in ``min_seconds`` (at least 2)."""
+    """Mean wall and CPU time of ``fn()`` over as many calls as fit in ``min_seconds`` (>= 2).
+
+    CPU time (all threads of this process) is reported beside wall time because it is far less
+    sensitive to other work on a shared machine.
+    """
     fn()  # warm-up
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
         fn()
         n += 1
         dt = time.perf_counter() - t0
         if dt >= min_seconds and n >= 2:
-            return dt / n, n
+            return dt / n, (time.process_time() - c0) / n, n
 
 
 def bench_jax(cfg, params, policy_name: str, num_episodes: int, min_seconds: float) -> dict:
@@ -51,12 +55,12 @@ def bench_jax(cfg, params, policy_name: str, num_episodes: int, min_seconds: flo
     mem = compiled.memory_analysis()
     temp_bytes = getattr(mem, "temp_size_in_bytes", None) if mem is not None else None
     counter = iter(range(1, 1 << 30))
-    sec, reps = _time_repeated(lambda: jax.block_until_ready(
+    sec, cpu, reps = _time_repeated(lambda: jax.block_until_ready(
         compiled(jax.random.key(next(counter)))), min_seconds)
     steps = num_episodes * cfg.horizon
-    return {"episodes": num_episodes, "compile_s": compile_s, "run_s": sec, "repeats": reps,
-            "steps_per_s": steps / sec, "ue_slots_per_s": steps * cfg.num_ues / sec,
-            "xla_temp_bytes": temp_bytes}
+    return {"episodes": num_episodes, "compile_s": compile_s, "run_s": sec, "cpu_s": cpu,
+            "repeats": reps, "steps_per_s": steps / sec, "steps_per_cpu_s": steps / cpu,
+            "ue_slots_per_s": steps * cfg.num_ues / sec, "xla_temp_bytes": temp_bytes}
 
 
 def bench_numpy(cfg, params, policy_name: str, num_episodes: int, batched: bool,
@@ -66,12 +70,13 @@ def bench_numpy(cfg, params, policy_name: str, num_episodes: int, batched: bool,
     from jaxrrm import reference
 
     rng = np.random.default_rng(0)
-    sec, reps = _time_repeated(
+    sec, cpu, reps = _time_repeated(
         lambda: reference.rollout(rng, policy_name, params, cfg, num_episodes, batched=batched),
         min_seconds)
     steps = num_episodes * cfg.horizon
-    return {"episodes": num_episodes, "batched": batched, "run_s": sec, "repeats": reps,
-            "steps_per_s": steps / sec, "ue_slots_per_s": steps * cfg.num_ues / sec}
+    return {"episodes": num_episodes, "batched": batched, "run_s": sec, "cpu_s": cpu,
+            "repeats": reps, "steps_per_s": steps / sec, "steps_per_cpu_s": steps / cpu,
+            "ue_slots_per_s": steps * cfg.num_ues / sec}
 
 
 def main(argv=None) -> int:
@@ -124,11 +129,15 @@ def main(argv=None) -> int:
         print(f"numpy vectorized E={e:6d}: {r['steps_per_s']:12.0f} steps/s", flush=True)
 
     batched = {r["episodes"]: r["steps_per_s"] for r in rows_np if r["batched"]}
+    batched_cpu = {r["episodes"]: r["steps_per_cpu_s"] for r in rows_np if r["batched"]}
     ratios = []
     for r in rows_jax:
-        row = {"episodes": r["episodes"], "vs_numpy_loop": r["steps_per_s"] / loop["steps_per_s"]}
+        row = {"episodes": r["episodes"], "vs_numpy_loop": r["steps_per_s"] / loop["steps_per_s"],
+               "vs_numpy_loop_cpu": r["steps_per_cpu_s"] / loop["steps_per_cpu_s"]}
         if r["episodes"] in batched:
             row["vs_numpy_vectorized"] = r["steps_per_s"] / batched[r["episodes"]]
+            row["vs_numpy_vectorized_cpu"] = (r["steps_per_cpu_s"]
+                                              / batched_cpu[r["episodes"]])
         ratios.append(row)
         print(f"ratio E={r['episodes']:6d}: {row['vs_numpy_loop']:8.1f}x numpy loop"
               + (f", {row['vs_numpy_vectorized']:.2f}x numpy vectorized"

@@ -28,6 +28,17 @@ def _fmt_load(x) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
+def _num(x) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def _pair(ratios: dict, key: str, fmt: str) -> str:
+    if key not in ratios:
+        return "–"
+    cpu = ratios.get(key + "_cpu")
+    return f"{ratios[key]:{fmt}}x" + (f" / {cpu:{fmt}}x" if cpu is not None else "")
+
+
 def _env_section(r: dict) -> str:
     m = r["machine"]
     c = r["config"]
@@ -39,9 +50,10 @@ def _env_section(r: dict) -> str:
         f"Scenario: {c['num_aps']} APs x {c['num_ues']} UEs, N = {c['num_candidates']}, "
         f"T = {c['horizon']}, policy `{c['policy']}`.",
         "",
-        "| parallel episodes | JAX steps/s | UE-slots/s | compile [s] | NumPy vectorized steps/s "
-        "| vs NumPy loop | vs NumPy vectorized |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| parallel episodes | JAX steps/s (wall) | steps per CPU-s | UE-slots/s | compile [s] "
+        "| NumPy vectorized steps/s | vs NumPy loop (wall / CPU) "
+        "| vs NumPy vectorized (wall / CPU) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     np_rows = {row["episodes"]: row for row in r["numpy"] if row["batched"]}
     ratios = {row["episodes"]: row for row in r["ratios"]}
@@ -49,11 +61,10 @@ def _env_section(r: dict) -> str:
         e = row["episodes"]
         npv = np_rows.get(e)
         ra = ratios.get(e, {})
-        cells = [str(e), f"{row['steps_per_s']:,.0f}", f"{row['ue_slots_per_s']:,.0f}",
-                 f"{row['compile_s']:.1f}",
+        cells = [str(e), f"{row['steps_per_s']:,.0f}", _num(row.get("steps_per_cpu_s")),
+                 f"{row['ue_slots_per_s']:,.0f}", f"{row['compile_s']:.1f}",
                  f"{npv['steps_per_s']:,.0f}" if npv else "–",
-                 f"{ra['vs_numpy_loop']:.0f}x" if "vs_numpy_loop" in ra else "–",
-                 f"{ra['vs_numpy_vectorized']:.1f}x" if "vs_numpy_vectorized" in ra else "–"]
+                 _pair(ra, "vs_numpy_loop", ".0f"), _pair(ra, "vs_numpy_vectorized", ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     loop = [row for row in r["numpy"] if not row["batched"]][0]
     lines += ["", f"NumPy reference one episode at a time (Python loop over episodes and slots): "
