@@ -1,0 +1,16 @@
+"""Learners.
+
+* online behaviour learners (:mod:`.dqn`, :mod:`.sac`) and their shared pieces (:mod:`.common`:
+  replay buffer, parallel environments, evaluation of network parameters);
+* offline learners: conservative Q-learning in three paradigms (:mod:`.cql`) and behaviour
+  cloning (:mod:`.bc`).
+"""
+
+from . import bc, common, cql, dqn, sac
+from .dqn import DQNConfig
+from .sac import SACConfig
+
+#: Online learners usable as behaviour policies, by name: module with ``make_train`` and config.
+ONLINE_LEARNERS = {"sac": (sac, SACConfig), "dqn": (dqn, DQNConfig)}
+
+__all__ = ["bc", "common", "cql", "dqn", "sac", "DQNConfig", "SACConfig", "ONLINE_LEARNERS"]

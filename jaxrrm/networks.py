@@ -1,0 +1,196 @@
+"""Flax networks for the learners: MLPs, per-agent Q networks / categorical actors, action masking.
+
+With ``I = cfg.num_aps`` agents, observation length ``D = cfg.obs_dim`` (``2N``) and ``A =
+cfg.num_actions`` actions per agent, the per-agent heads map
+
+    obs ``[..., I, D]`` -> ``[..., I, A]`` (Q-values of a critic, or logits of an actor)
+
+in one of two parameterisations (:class:`AgentNet`):
+
+* ``shared=True``: one MLP for every AP (parameter sharing). With ``agent_id=True`` a one-hot of the
+  agent index (``I`` numbers) is appended to each agent's observation, so the shared network can
+  still specialise per AP. Parameters: one MLP of input ``D (+ I)``.
+* ``shared=False``: separate parameters per AP: the MLP's parameters carry a leading agent axis
+  ``[I, ...]`` (Flax ``nn.vmap`` over the agent axis of the input), so agent ``i``'s output depends
+  only on its own slice of the parameters.
+
+Masked (invalid) actions: :func:`mask_logits` replaces their entries by :data:`MASK_VALUE`, a large
+negative *finite* number, before any argmax / softmax. Finite, not ``-inf``: ``softmax`` then still
+gives them probability exactly 0 in float32 while ``log_softmax`` stays finite, so ``pi * log pi``
+terms never produce ``0 * inf = NaN`` (use :func:`masked_log_softmax` and sum entropies with
+``where(mask, ...)``).
+
+Ensembles (twin critics): initialise with ``jax.vmap(net.init)`` over a batch of keys and apply with
+``jax.vmap(net.apply, in_axes=(0, None))`` (:func:`ensemble_init`, :func:`ensemble_apply`).
+
+These modules are generic (width, depth, activation, output size all configurable); the offline CQL
+learners reuse them, including :class:`MLP` alone for the centralized critic over the global state.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from .config import EnvConfig
+
+#: Logit / Q-value given to masked actions: far below any real value, yet finite (see module doc).
+MASK_VALUE = -1e9
+
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "silu": nn.silu,
+    "tanh": jnp.tanh,
+    "elu": nn.elu,
+    "leaky_relu": nn.leaky_relu,
+}
+
+
+def activation_fn(name: str) -> Callable:
+    """The activation called ``name`` (one of :data:`ACTIVATIONS`); ValueError otherwise."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation={name!r} is invalid: allowed are {tuple(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron ``[..., d_in] -> [..., out]``.
+
+    Attributes:
+      out: output size.
+      hidden: sizes of the hidden layers (depth = ``len(hidden)``), default ``(256, 256)``.
+      activation: name in :data:`ACTIVATIONS` (default ``"relu"``).
+      layer_norm: apply LayerNorm after each hidden Dense (before the activation).
+      out_scale: the last layer's weights are initialised with this variance scale (small values
+        start Q-values / logits near 0, i.e. a near-uniform initial policy).
+    """
+
+    out: int
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    layer_norm: bool = False
+    out_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x):
+        act = activation_fn(self.activation)
+        for width in self.hidden:
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        init = nn.initializers.variance_scaling(self.out_scale, "fan_avg", "uniform")
+        return nn.Dense(self.out, kernel_init=init)(x)
+
+
+class AgentNet(nn.Module):
+    """Per-agent head: observations ``[..., I, D]`` -> ``[..., I, A]`` (Q-values or logits).
+
+    No masking is applied here (call :func:`mask_logits` with the action mask); outputs are raw.
+
+    Attributes:
+      num_agents: ``I``.
+      num_actions: ``A``.
+      hidden, activation, layer_norm, out_scale: of the underlying :class:`MLP`.
+      shared: one set of parameters for every agent (True) or one per agent (False).
+      agent_id: with ``shared``, append a one-hot agent index to each agent's input (ignored when
+        ``shared=False``, where each agent has its own network anyway).
+    """
+
+    num_agents: int
+    num_actions: int
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    layer_norm: bool = False
+    out_scale: float = 1.0
+    shared: bool = True
+    agent_id: bool = True
+
+    @classmethod
+    def for_env(cls, cfg: EnvConfig, **kw) -> "AgentNet":
+        """An :class:`AgentNet` sized for ``cfg`` (``I = num_aps``, ``A = num_actions``)."""
+        return cls(num_agents=cfg.num_aps, num_actions=cfg.num_actions, **kw)
+
+    @nn.compact
+    def __call__(self, obs):
+        """``obs [..., I, D]`` float -> ``[..., I, A]`` float32."""
+        if obs.shape[-2] != self.num_agents:
+            raise ValueError(f"obs has {obs.shape[-2]} agents on axis -2, "
+                             f"expected {self.num_agents}")
+        mlp_kw = dict(out=self.num_actions, hidden=tuple(self.hidden), activation=self.activation,
+                      layer_norm=self.layer_norm, out_scale=self.out_scale)
+        if self.shared:
+            x = obs
+            if self.agent_id:
+                eye = jnp.eye(self.num_agents, dtype=obs.dtype)
+                eye = jnp.broadcast_to(eye, obs.shape[:-1] + (self.num_agents,))
+                x = jnp.concatenate([obs, eye], axis=-1)
+            return MLP(**mlp_kw, name="mlp")(x)
+        # Separate parameters: map the MLP over the agent axis (-2) of the input, with the
+        # parameters stacked on a leading axis of size I.
+        per_agent = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
+                            in_axes=obs.ndim - 2, out_axes=obs.ndim - 2,
+                            axis_size=self.num_agents)
+        return per_agent(**mlp_kw, name="mlp")(obs)
+
+
+def mask_logits(x, mask):
+    """``x`` where ``mask`` else :data:`MASK_VALUE` (same shape; ``mask`` broadcastable, bool)."""
+    return jnp.where(mask, x, jnp.asarray(MASK_VALUE, x.dtype))
+
+
+def masked_argmax(x, mask):
+    """Argmax over the last axis among valid actions: ``[..., A] -> [...]`` int32.
+
+    If a row has no valid action (cannot happen with ``allow_idle``), returns 0.
+    """
+    return jnp.argmax(mask_logits(x, mask), axis=-1).astype(jnp.int32)
+
+
+def masked_max(x, mask):
+    """Max over valid actions along the last axis: ``[..., A] -> [...]``."""
+    return jnp.max(mask_logits(x, mask), axis=-1)
+
+
+def masked_log_softmax(logits, mask):
+    """Log-probabilities of the masked categorical: ``[..., A]``; masked entries ~ ``MASK_VALUE``.
+
+    Finite everywhere; ``exp`` of a masked entry is exactly 0.
+    """
+    return jax.nn.log_softmax(mask_logits(logits, mask), axis=-1)
+
+
+def masked_entropy(logp, mask):
+    """Entropy ``-sum_a pi(a) log pi(a)`` over valid actions only: ``[..., A] -> [...]``."""
+    p = jnp.exp(logp)
+    return -jnp.sum(jnp.where(mask, p * logp, 0.0), axis=-1)
+
+
+def sample_masked(key, logits, mask):
+    """Sample actions from the masked categorical: ``[..., A] -> [...]`` int32 (never masked)."""
+    return jax.random.categorical(key, mask_logits(logits, mask), axis=-1).astype(jnp.int32)
+
+
+def ensemble_init(net: nn.Module, key, example, num: int):
+    """Parameters of ``num`` independently initialised copies of ``net``, stacked on axis 0."""
+    return jax.vmap(lambda k: net.init(k, example))(jax.random.split(key, num))
+
+
+def ensemble_apply(net: nn.Module, params, x):
+    """Apply every member of an ensemble to the same input: ``[num, *net(x).shape]``."""
+    return jax.vmap(lambda p: net.apply(p, x))(params)
+
+
+def num_params(params) -> int:
+    """Total number of scalars in a parameter pytree."""
+    return int(sum(jnp.size(p) for p in jax.tree.leaves(params)))
+
+
+def one_hot_agent_ids(num_agents: int, dtype=jnp.float32, batch_shape: Optional[tuple] = None):
+    """``[*batch_shape, I, I]`` identity rows (the agent-id features of the shared variant)."""
+    eye = jnp.eye(num_agents, dtype=dtype)
+    return eye if batch_shape is None else jnp.broadcast_to(eye, tuple(batch_shape) + eye.shape)
