@@ -1,7 +1,14 @@
 """Collect an offline dataset from a behaviour policy and write it to disk.
 
-    python -m experiments.collect --behaviour full_reuse --size 320000 --seed 0 --out datasets/fr
+    python -m experiments.collect --behaviour sac --size 320000 --seed 0 --out datasets/sac
+    python -m experiments.collect --behaviour full_reuse --size 320000 --out datasets/fr
     python -m experiments.collect --behaviour random_walk --size 20000 --out datasets/rw
+
+Online learners (``sac``, ``dqn``) are first trained on the vectorized environment; the dataset is
+then a slice of the stream of transitions that training produced (``--source stream``, by default
+its last ``--size`` transitions; ``--stream-start`` picks an earlier part) or rollouts of the
+finished policy (``--source policy``, with optional ``--epsilon``). Their learning curve (losses,
+greedy-policy score) is stored in ``meta.json``.
 
 The dataset directory holds one ``.npy`` per field and ``meta.json`` (schema version, jaxrrm
 version, environment, behaviour and its config, seeds, SHA-256 of every array); it is written
@@ -45,6 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-AP probability of a uniformly random valid action (exploration)")
     p.add_argument("--out", type=Path, required=True, help="dataset directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    online = p.add_argument_group("online learners (sac, dqn)")
+    online.add_argument("--train-steps", type=positive_int, default=None,
+                        help="transitions of online training (default: max(--size, 256000), "
+                             "rounded up to whole chunks)")
+    online.add_argument("--source", choices=("stream", "policy"), default="stream",
+                        help="'stream': a slice of the transitions the training run produced; "
+                             "'policy': rollouts of the finished policy (greedy, or with "
+                             "--epsilon exploration)")
+    online.add_argument("--stream-start", type=float, default=None,
+                        help="where in the training run the slice starts, as a fraction of it "
+                             "(default: the last --size transitions)")
+    online.add_argument("--eval-every", type=int, default=10,
+                        help="evaluate the greedy policy every this many chunks (learning curve)")
+    online.add_argument("--eval-episodes", type=positive_int, default=64,
+                        help="episodes per evaluation seed (4 seeds)")
     add_env_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -94,7 +116,85 @@ def run(args) -> Path:
 
 
 def _collect_online(args, cfg, params) -> Path:
-    raise NotImplementedError  # replaced below when the online learners land
+    """Train an online learner (sac, dqn), then keep a slice of its transition stream or roll
+    out the finished policy."""
+    import dataclasses
+    import math
+
+    import jax
+    import numpy as np
+
+    from experiments import common
+    from jaxrrm import data
+    from jaxrrm.algos import ONLINE_LEARNERS
+    from jaxrrm.algos import common as algo_common
+
+    module, config_cls = ONLINE_LEARNERS[args.behaviour]
+    algo_cfg = config_cls()
+    per_chunk = algo_cfg.transitions_per_chunk
+    train_steps = args.train_steps or max(args.size, 256_000)
+    num_chunks = math.ceil(train_steps / per_chunk)
+    total = num_chunks * per_chunk
+    if args.source == "stream" and args.size > total:
+        raise common.CliError(f"--size {args.size} is more than the {total} transitions of the "
+                              f"training run: raise --train-steps or use --source policy")
+    start = args.stream_start
+    if start is None:  # default: the last --size transitions, the best-trained part of the run
+        start = max(0.0, (total - args.size) / total)
+        start = math.floor(start * num_chunks * algo_cfg.steps_per_chunk) / (
+            num_chunks * algo_cfg.steps_per_chunk)
+    trainer = module.make_train(cfg, params, algo_cfg, eval_episodes=args.eval_episodes)
+    eval_keys = jax.random.split(jax.random.key(args.seed + 1_000_003), 4)
+    chunks = []
+    bar = common.progress(range(num_chunks), f"training {args.behaviour}", total=num_chunks,
+                          enabled=not args.no_progress)
+
+    def on_chunk(c, ts, m, trs):
+        if args.source == "stream":
+            chunks.append(data.to_numpy(trs))
+        bar.update(1)
+        bar.set_postfix_str(" ".join(f"{k}={m[k]:.3g}" for k in ("reward", "q") if k in m)
+                            + (f" score={m['eval_score']:.1f}" if "eval_score" in m else ""))
+
+    t0 = time.perf_counter()
+    try:
+        ts, history = algo_common.fit(trainer, jax.random.key(args.seed), num_chunks,
+                                      eval_keys=eval_keys, eval_every=args.eval_every,
+                                      on_chunk=on_chunk)
+    finally:
+        bar.close()
+    train_seconds = time.perf_counter() - t0
+    if args.source == "stream":
+        stream = data.concatenate(chunks, renumber_episodes=False)
+        del chunks
+        try:
+            dataset = data.slice_stream(stream, start, args.size, num_envs=algo_cfg.num_envs)
+        except ValueError as e:
+            raise common.CliError(str(e)) from None
+        source_cfg = {"source": "stream", "stream_start": start, "train_transitions": total}
+    else:
+        pol = trainer.policy(ts.params, greedy=args.epsilon == 0.0)
+        dataset = data.collect_policy(jax.random.key(args.seed + 7), pol, params, cfg, args.size,
+                                      args.epsilon)
+        source_cfg = {"source": "policy", "epsilon": args.epsilon, "train_transitions": total}
+    behaviour_cfg = {"algorithm": args.behaviour, **dataclasses.asdict(algo_cfg), **source_cfg,
+                     "train_seconds": train_seconds,
+                     "learning_curve": history}
+    meta = data.make_meta(cfg, params, args.behaviour, behaviour_cfg,
+                          {"train": int(args.seed), "eval": int(args.seed) + 1_000_003})
+    meta["collect_seconds"] = time.perf_counter() - t0
+    try:
+        data.save(args.out, data.to_numpy(dataset), meta, overwrite=args.overwrite)
+    except data.DatasetExistsError as e:
+        raise common.CliError(str(e)) from None
+    final = history[-1]
+    print(f"{args.behaviour}: {total} training transitions in {train_seconds:.1f} s; greedy policy "
+          f"score {final.get('eval_score', float('nan')):.1f} Mbit/s (sum "
+          f"{final.get('eval_sum_rate', float('nan')):.1f}, 5% "
+          f"{final.get('eval_p5_rate', float('nan')):.2f}); kept {args.size} transitions "
+          f"({source_cfg['source']}, mean reward {float(np.mean(dataset.reward)):.3f}); written "
+          f"to {args.out}")
+    return args.out
 
 
 def main(argv=None) -> int:

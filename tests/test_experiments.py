@@ -156,3 +156,31 @@ def test_collect_rejects_non_positive_size(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         collect.main(["--behaviour", "random", "--size", "0", "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and "positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_collect_online_learner_stream_slice(tmp_path):
+    """dqn: train one chunk on a tiny config, keep the last 1000 transitions of its stream."""
+    from experiments import collect
+    from jaxrrm import data
+
+    out = tmp_path / "dqn"
+    assert collect.main(["--behaviour", "dqn", "--size", "1000", "--train-steps", "6400",
+                         "--eval-episodes", "2", "--out", str(out)] + COLLECT_ENV) == 0
+    ds, meta = data.load(out)
+    bc = meta["behaviour_config"]
+    assert ds.size == 1000 and meta["behaviour"] == "dqn" and bc["source"] == "stream"
+    assert bc["train_transitions"] == 6400 and len(bc["learning_curve"]) == 1
+    # The last 1000 of 6400 stream rows (32 envs x 200 steps): the slice starts at a whole step.
+    assert bc["stream_start"] == pytest.approx(168 / 200)
+    assert "eval_score" in bc["learning_curve"][-1]
+    # Stream rows are step-major: consecutive rows are different envs of the same step.
+    assert int(ds.t[0]) == int(ds.t[1]) and int(ds.episode[0]) != int(ds.episode[1])
+
+
+def test_collect_online_size_beyond_training_is_refused(tmp_path, capsys):
+    from experiments import collect
+
+    assert collect.main(["--behaviour", "sac", "--size", "7000", "--train-steps", "6400",
+                         "--out", str(tmp_path / "x")] + COLLECT_ENV) == 2
+    assert "--train-steps" in capsys.readouterr().err
