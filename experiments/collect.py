@@ -198,18 +198,9 @@ def _collect_online(args, cfg, params) -> Path:
 
 
 def main(argv=None) -> int:
-    from experiments.common import CliError
+    from experiments.common import cli_main
 
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no dataset was written", file=sys.stderr)
-        return 130
-    return 0
+    return cli_main(build_parser, run, argv, interrupted="interrupted: no dataset was written")
 
 
 if __name__ == "__main__":

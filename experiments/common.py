@@ -95,6 +95,22 @@ def make_env(items, **cfg_defaults):
         raise CliError(f"invalid environment setting: {e}") from None
 
 
+def cli_main(build_parser, run, argv=None, interrupted: str = "interrupted") -> int:
+    """Parse ``argv`` and ``run(args)``: user errors print one line and exit 2 (no traceback);
+    Ctrl-C exits 130 with ``interrupted`` (outputs are written atomically, so nothing is half
+    written)."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
+    return 0
+
+
 def machine_info() -> dict:
     """Where a result came from: host, CPU, JAX backend and devices, versions, git commit."""
     import jax

@@ -142,18 +142,9 @@ def run(args) -> Path:
 
 
 def main(argv=None) -> int:
-    from experiments.common import CliError
+    from experiments.common import cli_main
 
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
-    return 0
+    return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
