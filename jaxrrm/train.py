@@ -1,0 +1,331 @@
+"""Offline training loop: chunks of scanned minibatch updates, vmapped over seeds (DESIGN.md §4).
+
+The update loop is compiled once per (learner config, train config, dataset shape, number of
+seeds) as :attr:`Trainer.run_chunk`: a ``jit`` of a ``vmap`` over seeds of a ``lax.scan`` over
+``chunk_size`` minibatch updates. Each update splits the seed's key, draws a minibatch from the
+on-device dataset with :func:`jaxrrm.data.sample` and applies the learner's ``update``
+(:func:`jaxrrm.algos.cql.make_learner` or :func:`jaxrrm.algos.bc.make_learner`).
+
+Between chunks the host loop (:func:`train` / :meth:`Trainer.train`)
+
+* checks the chunk's non-finite flag (computed inside the compiled chunk from every update's
+  metrics) and, if any loss became NaN/inf, stops with :class:`NonFiniteLossError` naming the
+  chunk, the update, the seed and the offending losses; the error carries the last good state
+  (the state *before* the bad chunk) as ``err.state``;
+* reports progress through an optional ``callback(chunk_index, mean_metrics)``;
+* every ``eval_every_chunks`` chunks (and after the last one) evaluates each seed's greedy policy
+  with :func:`jaxrrm.evaluate.rollout_seeds` on held-out evaluation keys (fresh environment
+  episodes derived from a salted key, never the training dataset); the same evaluation keys are
+  used at every evaluation point, so learning curves compare like with like.
+
+TODO (issue 4, not done in this pass):
+  * orbax-checkpoint checkpoints of the full :class:`TrainState` (params, targets, optimizer
+    states, step, RNG) plus the configs and the dataset fingerprint
+    (:func:`jaxrrm.data.fingerprint`), written between chunks; resume after a kill with a test
+    that the resumed run equals one that ran through (bitwise on CPU), and refusal to resume with
+    another config or dataset. Today the last good state is only kept in memory (returned, or on
+    :class:`NonFiniteLossError` as ``err.state``).
+  * a tqdm progress bar (the ``callback`` hook is where it goes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from . import data as data_lib
+from . import evaluate
+from .algos import bc, cql
+from .algos.common import is_int, require
+from .config import EnvConfig, EnvParams
+
+#: Salt folded into the training key to derive the held-out evaluation keys.
+EVAL_SALT = 0x5EED_E7A1
+
+LearnerConfig = Union[cql.CQLConfig, bc.BCConfig]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite during training.
+
+    Attributes:
+      chunk: index of the chunk where it happened (0-based).
+      update: global index of the first bad update (0-based, over the whole run).
+      seed: index of the first seed (in the vmapped batch) that went bad.
+      losses: ``{metric_name: value}`` of the non-finite metrics of that update.
+      state: the last good :class:`TrainState` (before the bad chunk; all seeds).
+      history: the history up to the last good chunk.
+    """
+
+    def __init__(self, message, *, chunk, update, seed, losses, state, history):
+        super().__init__(message)
+        self.chunk, self.update, self.seed = chunk, update, seed
+        self.losses, self.state, self.history = losses, state, history
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the training loop (frozen, hashable; validated on construction).
+
+    Attributes:
+      num_updates: gradient updates per seed (>= 1; a multiple of ``chunk_size``).
+      batch_size: minibatch rows per update (>= 1).
+      chunk_size: updates per compiled chunk (>= 1): the host reports, checks for non-finite
+        losses and evaluates between chunks.
+      num_seeds: independent training seeds, run as one ``vmap`` (>= 1).
+      eval_every_chunks: evaluate every this many chunks (>= 1; the last chunk is always
+        evaluated); 0 evaluates only at the end.
+      eval_episodes: episodes per seed of each evaluation (>= 1).
+    """
+
+    num_updates: int = 10_000
+    batch_size: int = 256
+    chunk_size: int = 500
+    num_seeds: int = 1
+    eval_every_chunks: int = 4
+    eval_episodes: int = 16
+
+    def __post_init__(self):
+        for name in ("num_updates", "batch_size", "chunk_size", "num_seeds", "eval_episodes"):
+            v = getattr(self, name)
+            require(is_int(v) and v >= 1, name, "an integer >= 1", v)
+        require(is_int(self.eval_every_chunks) and self.eval_every_chunks >= 0,
+                "eval_every_chunks", "an integer >= 0 (0 = only at the end)",
+                self.eval_every_chunks)
+        require(self.num_updates % self.chunk_size == 0, "num_updates",
+                f"a multiple of chunk_size={self.chunk_size}", self.num_updates)
+
+    @property
+    def num_chunks(self) -> int:
+        return self.num_updates // self.chunk_size
+
+    def replace(self, **kw) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+
+@struct.dataclass
+class TrainState:
+    """The training state of ``S`` seeds: ``learner`` (a CQLState/BCState with a leading seed
+    axis on every leaf, ``learner.step`` ``[S]``) and ``key`` ``[S]`` (each seed's RNG)."""
+
+    learner: Any
+    key: jax.Array
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train` returns.
+
+    Attributes:
+      state: the final :class:`TrainState` (all seeds).
+      history: ``{"updates": [C], "metrics": {name: [C, S]} chunk means per seed,
+        "eval_updates": [V], "eval": {metric: [V, S]}}`` (NumPy), learning curves.
+      final: ``{"sum_rate", "p5_rate", "score", "return"} -> [S]`` per-seed metrics of the
+        greedy policies after the last chunk (held-out evaluation keys).
+    """
+
+    state: TrainState
+    history: Dict[str, Any]
+    final: Dict[str, np.ndarray]
+
+
+class Trainer(NamedTuple):
+    """What :func:`make_train` returns.
+
+    Attributes:
+      init: ``init(keys [S]) -> TrainState`` (vmapped over the seed keys).
+      chunk_fn: the un-jitted chunk ``(state, dataset) -> (state, metrics)``.
+      run_chunk: ``jax.jit(chunk_fn)``; ``metrics`` are ``{name: [S, chunk_size]}`` per update,
+        plus ``"nonfinite"`` ``[S, chunk_size]`` bool (any metric of that update NaN/inf).
+      evaluate: ``evaluate(learner_state, keys [S]) -> per-seed metrics dict`` (greedy).
+      train: ``train(key, dataset, callback=None, eval_keys=None) -> TrainResult``.
+      learner: the learner (``init``, ``update``, ``policy``, ...).
+      env_cfg, env_params, learner_cfg, train_cfg: the configurations.
+    """
+
+    init: Callable
+    chunk_fn: Callable
+    run_chunk: Callable
+    evaluate: Callable
+    train: Callable
+    learner: Any
+    env_cfg: EnvConfig
+    env_params: EnvParams
+    learner_cfg: Any
+    train_cfg: TrainConfig
+
+
+def make_learner(env_cfg: EnvConfig, learner_cfg: LearnerConfig):
+    """The learner of ``learner_cfg`` (CQL in any paradigm/backbone, or BC)."""
+    if isinstance(learner_cfg, cql.CQLConfig):
+        return cql.make_learner(env_cfg, learner_cfg)
+    if isinstance(learner_cfg, bc.BCConfig):
+        return bc.make_learner(env_cfg, learner_cfg)
+    raise TypeError(f"learner_cfg must be a CQLConfig or BCConfig, got {type(learner_cfg)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(env_cfg: EnvConfig, learner_cfg: LearnerConfig, batch_size: int, chunk_size: int):
+    """The configuration-only pieces, cached so that trainers that differ only in
+    ``num_updates``, ``num_seeds`` or the evaluation settings share compilations."""
+    learner = make_learner(env_cfg, learner_cfg)
+
+    def init(keys) -> TrainState:
+        def one(key):
+            k_init, k_run = jax.random.split(key)
+            return learner.init(k_init), k_run
+
+        ls, k = jax.vmap(one)(keys)
+        return TrainState(learner=ls, key=k)
+
+    def one_seed(ls, key, dataset):
+        def body(carry, _):
+            ls, key = carry
+            key, k_sample, k_update = jax.random.split(key, 3)
+            batch = data_lib.sample(k_sample, dataset, batch_size)
+            ls, m = learner.update(ls, batch, k_update)
+            m = {name: jnp.asarray(v, jnp.float32) for name, v in m.items()}
+            m["nonfinite"] = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(v))
+                                                 for v in m.values()]))
+            return (ls, key), m
+
+        (ls, key), metrics = jax.lax.scan(body, (ls, key), None, length=chunk_size)
+        return ls, key, metrics
+
+    def chunk_fn(state: TrainState, dataset):
+        ls, key, metrics = jax.vmap(one_seed, in_axes=(0, 0, None))(
+            state.learner, state.key, dataset)
+        return TrainState(learner=ls, key=key), metrics
+
+    run_chunk = jax.jit(chunk_fn)
+
+    @functools.partial(jax.jit, static_argnames=("num_episodes",))
+    def eval_rates(ls, keys, env_params, num_episodes):
+        def one(params, key):
+            pol = learner.policy(params.params, greedy=True)
+            rates, ret = evaluate.rollout_seeds(key[None], pol, env_params, env_cfg,
+                                                num_episodes)
+            return rates[0], ret[0]
+
+        return jax.vmap(one)(ls, keys)
+
+    return learner, jax.jit(init), chunk_fn, run_chunk, eval_rates
+
+
+def eval_keys_for(key, num_seeds: int):
+    """Held-out evaluation keys ``[S]`` derived from the training key (salted fold-in)."""
+    base = jax.random.fold_in(key, EVAL_SALT)
+    return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(num_seeds))
+
+
+def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerConfig,
+               train_cfg: TrainConfig) -> Trainer:
+    """Build the trainer (see the module docstring and :class:`Trainer`)."""
+    if not isinstance(train_cfg, TrainConfig):
+        raise TypeError(f"train_cfg must be a TrainConfig, got {type(train_cfg)}")
+    learner, init, chunk_fn, run_chunk, eval_rates = _compiled(
+        env_cfg, learner_cfg, train_cfg.batch_size, train_cfg.chunk_size)
+
+    def evaluate_seeds(learner_state, keys) -> Dict[str, np.ndarray]:
+        rates, ret = eval_rates(learner_state, keys, env_params, train_cfg.eval_episodes)
+        out = evaluate.seed_metrics(rates, env_params.score_mu)
+        out["return"] = np.asarray(ret, np.float64)
+        return out
+
+    def train_(key, dataset, callback: Optional[Callable[[int, Dict[str, float]], None]] = None,
+               eval_keys=None) -> TrainResult:
+        """Run ``train_cfg.num_chunks`` chunks from ``key`` on ``dataset``.
+
+        Args:
+          key: PRNG key; seed ``s`` trains from ``fold_in(key, s)``.
+          dataset: :class:`jaxrrm.data.Transitions` (moved to the device once here).
+          callback: optional ``callback(chunk_index, metrics)`` after every chunk, with the
+            mean over seeds and updates of every metric, ``"updates"`` (done so far) and, on
+            evaluation chunks, ``"eval_<metric>"`` means over seeds.
+          eval_keys: ``[S]`` evaluation keys (default :func:`eval_keys_for` ``(key, S)``).
+
+        Raises:
+          NonFiniteLossError: a loss became non-finite; ``err.state`` is the last good state.
+        """
+        data_lib.check_shapes(dataset, env_cfg)
+        dataset = data_lib.to_device(dataset)
+        s = train_cfg.num_seeds
+        seed_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(s))
+        if eval_keys is None:
+            eval_keys = eval_keys_for(key, s)
+        state = init(seed_keys)
+        hist_updates: List[int] = []
+        hist_metrics: Dict[str, List[np.ndarray]] = {}
+        eval_updates: List[int] = []
+        eval_hist: Dict[str, List[np.ndarray]] = {}
+
+        def history():
+            return {"updates": np.asarray(hist_updates, np.int64),
+                    "metrics": {k: np.stack(v) for k, v in hist_metrics.items()},
+                    "eval_updates": np.asarray(eval_updates, np.int64),
+                    "eval": {k: np.stack(v) for k, v in eval_hist.items()}}
+
+        final = None
+        for c in range(train_cfg.num_chunks):
+            new_state, metrics = run_chunk(state, dataset)
+            metrics = jax.device_get(metrics)
+            bad = np.asarray(metrics.pop("nonfinite"))          # [S, chunk]
+            if bad.any():
+                seed_i, upd_i = np.unravel_index(_first_bad(bad), bad.shape)
+                losses = {k: float(v[seed_i, upd_i]) for k, v in metrics.items()
+                          if not np.isfinite(v[seed_i, upd_i])}
+                g = c * train_cfg.chunk_size + int(upd_i)
+                msg = (f"non-finite loss in chunk {c}, update {g} (update {int(upd_i)} of the "
+                       f"chunk), seed {int(seed_i)}: "
+                       + ", ".join(f"{k}={v}" for k, v in losses.items())
+                       + f"; training stopped, the last good state (after "
+                       f"{c * train_cfg.chunk_size} updates) is kept in err.state")
+                raise NonFiniteLossError(msg, chunk=c, update=g, seed=int(seed_i),
+                                         losses=losses, state=state, history=history())
+            state = new_state
+            done = (c + 1) * train_cfg.chunk_size
+            hist_updates.append(done)
+            for k, v in metrics.items():
+                hist_metrics.setdefault(k, []).append(np.mean(v, axis=1))
+            report = {k: float(np.mean(v)) for k, v in metrics.items()}
+            report["updates"] = done
+            last = c + 1 == train_cfg.num_chunks
+            every = train_cfg.eval_every_chunks
+            if last or (every and (c + 1) % every == 0):
+                ev = evaluate_seeds(state.learner, eval_keys)
+                eval_updates.append(done)
+                for k, v in ev.items():
+                    eval_hist.setdefault(k, []).append(v)
+                    report[f"eval_{k}"] = float(np.mean(v))
+                final = ev
+            if callback is not None:
+                callback(c, report)
+        return TrainResult(state=state, history=history(), final=final)
+
+    return Trainer(init=init, chunk_fn=chunk_fn, run_chunk=run_chunk, evaluate=evaluate_seeds,
+                   train=train_, learner=learner, env_cfg=env_cfg, env_params=env_params,
+                   learner_cfg=learner_cfg, train_cfg=train_cfg)
+
+
+def _first_bad(bad: np.ndarray) -> int:
+    """Flat index (into ``bad [S, U]``) of the earliest bad update, lowest seed on ties."""
+    upd = int(np.argmax(bad.any(axis=0)))
+    seed = int(np.argmax(bad[:, upd]))
+    return seed * bad.shape[1] + upd
+
+
+def seed_state(state: TrainState, seed: int) -> TrainState:
+    """Seed ``seed``'s slice of a vmapped :class:`TrainState` (leading axis dropped)."""
+    return jax.tree.map(lambda x: x[seed], state)
+
+
+def train(key, dataset, env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerConfig,
+          train_cfg: TrainConfig, callback=None, eval_keys=None) -> TrainResult:
+    """``make_train(env_cfg, env_params, learner_cfg, train_cfg).train(key, dataset, ...)``."""
+    return make_train(env_cfg, env_params, learner_cfg, train_cfg).train(
+        key, dataset, callback=callback, eval_keys=eval_keys)
