@@ -18,13 +18,18 @@ Between chunks the host loop (:func:`train` / :meth:`Trainer.train`)
   episodes derived from a salted key, never the training dataset); the same evaluation keys are
   used at every evaluation point, so learning curves compare like with like.
 
-TODO (issue 4, not done in this pass):
-  * orbax-checkpoint checkpoints of the full :class:`TrainState` (params, targets, optimizer
-    states, step, RNG) plus the configs and the dataset fingerprint
-    (:func:`jaxrrm.data.fingerprint`), written between chunks; resume after a kill with a test
-    that the resumed run equals one that ran through (bitwise on CPU), and refusal to resume with
-    another config or dataset. Today the last good state is only kept in memory (returned, or on
-    :class:`NonFiniteLossError` as ``err.state``).
+* with ``checkpoint_dir`` set, every ``checkpoint_every_chunks`` chunks (and after the last
+  one) saves the full :class:`TrainState` (params, targets, optimizer states, step, RNG keys),
+  the history so far, the configurations, the training/evaluation keys and the dataset
+  fingerprint (:func:`jaxrrm.data.fingerprint`) with :mod:`jaxrrm.checkpoint` (orbax, atomic,
+  the ``checkpoint_keep`` most recent kept). A later call with the same ``checkpoint_dir``
+  resumes from the latest checkpoint, after checking that the configurations, keys and dataset
+  fingerprint match (:class:`jaxrrm.checkpoint.CheckpointError` naming the differing fields
+  otherwise), and its final state and history are bitwise equal (on CPU) to those of a run that
+  was never interrupted. On :class:`NonFiniteLossError` the last good state is checkpointed
+  (if it was not already) and stays on disk.
+
+TODO:
   * a tqdm progress bar (the ``callback`` hook is where it goes).
 """
 
@@ -39,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from . import checkpoint as ckpt_lib
 from . import data as data_lib
 from . import evaluate
 from .algos import bc, cql
@@ -143,7 +149,8 @@ class Trainer(NamedTuple):
       run_chunk: ``jax.jit(chunk_fn)``; ``metrics`` are ``{name: [S, chunk_size]}`` per update,
         plus ``"nonfinite"`` ``[S, chunk_size]`` bool (any metric of that update NaN/inf).
       evaluate: ``evaluate(learner_state, keys [S]) -> per-seed metrics dict`` (greedy).
-      train: ``train(key, dataset, callback=None, eval_keys=None) -> TrainResult``.
+      train: ``train(key, dataset, callback=None, eval_keys=None, checkpoint_dir=None,
+        checkpoint_every_chunks=1, checkpoint_keep=3) -> TrainResult``.
       learner: the learner (``init``, ``update``, ``policy``, ...).
       env_cfg, env_params, learner_cfg, train_cfg: the configurations.
     """
@@ -238,7 +245,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
         return out
 
     def train_(key, dataset, callback: Optional[Callable[[int, Dict[str, float]], None]] = None,
-               eval_keys=None) -> TrainResult:
+               eval_keys=None, checkpoint_dir=None, checkpoint_every_chunks: int = 1,
+               checkpoint_keep: int = 3) -> TrainResult:
         """Run ``train_cfg.num_chunks`` chunks from ``key`` on ``dataset``.
 
         Args:
@@ -248,11 +256,22 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
             mean over seeds and updates of every metric, ``"updates"`` (done so far) and, on
             evaluation chunks, ``"eval_<metric>"`` means over seeds.
           eval_keys: ``[S]`` evaluation keys (default :func:`eval_keys_for` ``(key, S)``).
+          checkpoint_dir: optional directory of :mod:`jaxrrm.checkpoint` checkpoints: if it
+            holds one, training resumes from it (same configurations, keys and dataset
+            required); checkpoints are written there while training. ``None``: no checkpoints.
+          checkpoint_every_chunks: save every this many chunks (>= 1); the last chunk is always
+            saved.
+          checkpoint_keep: how many of the most recent checkpoints to keep (>= 1).
 
         Raises:
-          NonFiniteLossError: a loss became non-finite; ``err.state`` is the last good state.
+          NonFiniteLossError: a loss became non-finite; ``err.state`` is the last good state
+            (also checkpointed when ``checkpoint_dir`` is set).
+          jaxrrm.checkpoint.CheckpointError: the checkpoint in ``checkpoint_dir`` was written by
+            another configuration, key or dataset, or does not fit this trainer's state.
         """
         data_lib.check_shapes(dataset, env_cfg)
+        fingerprint = (None if checkpoint_dir is None
+                       else data_lib.fingerprint(dataset, env_cfg))
         dataset = data_lib.to_device(dataset)
         s = train_cfg.num_seeds
         seed_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(s))
@@ -263,6 +282,25 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
         hist_metrics: Dict[str, List[np.ndarray]] = {}
         eval_updates: List[int] = []
         eval_hist: Dict[str, List[np.ndarray]] = {}
+        start, final, saved_step, meta = 0, None, None, None
+        if checkpoint_dir is not None:
+            require(is_int(checkpoint_every_chunks) and checkpoint_every_chunks >= 1,
+                    "checkpoint_every_chunks", "an integer >= 1", checkpoint_every_chunks)
+            meta = ckpt_lib.make_meta(
+                env_cfg, learner_cfg, train_cfg, fingerprint,
+                train_key=ckpt_lib.key_to_json(key), eval_keys=ckpt_lib.key_to_json(eval_keys))
+            if ckpt_lib.latest_step(checkpoint_dir) is not None:
+                state, saved_step, stored = ckpt_lib.restore(checkpoint_dir, state, meta)
+                h = stored["history"]
+                start = int(h["chunks"])
+                hist_updates[:] = h["updates"]
+                for k, v in h["metrics"].items():
+                    hist_metrics[k] = [np.asarray(x, h["dtypes"]["metrics"][k]) for x in v]
+                eval_updates[:] = h["eval_updates"]
+                for k, v in h["eval"].items():
+                    eval_hist[k] = [np.asarray(x, h["dtypes"]["eval"][k]) for x in v]
+                if eval_hist:
+                    final = {k: v[-1] for k, v in eval_hist.items()}
 
         def history():
             return {"updates": np.asarray(hist_updates, np.int64),
@@ -270,8 +308,22 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
                     "eval_updates": np.asarray(eval_updates, np.int64),
                     "eval": {k: np.stack(v) for k, v in eval_hist.items()}}
 
-        final = None
-        for c in range(train_cfg.num_chunks):
+        def save_checkpoint(st, chunks_done):
+            nonlocal saved_step
+            step = chunks_done * train_cfg.chunk_size
+            if saved_step == step:
+                return
+            hist = {"chunks": chunks_done, "updates": list(hist_updates),
+                    "metrics": {k: [x.tolist() for x in v] for k, v in hist_metrics.items()},
+                    "eval_updates": list(eval_updates),
+                    "eval": {k: [x.tolist() for x in v] for k, v in eval_hist.items()},
+                    "dtypes": {"metrics": {k: str(v[0].dtype) for k, v in hist_metrics.items()},
+                               "eval": {k: str(v[0].dtype) for k, v in eval_hist.items()}}}
+            ckpt_lib.save(checkpoint_dir, step, st, {**meta, "history": hist},
+                          keep=checkpoint_keep)
+            saved_step = step
+
+        for c in range(start, train_cfg.num_chunks):
             new_state, metrics = run_chunk(state, dataset)
             metrics = jax.device_get(metrics)
             bad = np.asarray(metrics.pop("nonfinite"))          # [S, chunk]
@@ -285,6 +337,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
                        + ", ".join(f"{k}={v}" for k, v in losses.items())
                        + f"; training stopped, the last good state (after "
                        f"{c * train_cfg.chunk_size} updates) is kept in err.state")
+                if checkpoint_dir is not None:
+                    save_checkpoint(state, c)
                 raise NonFiniteLossError(msg, chunk=c, update=g, seed=int(seed_i),
                                          losses=losses, state=state, history=history())
             state = new_state
@@ -303,6 +357,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
                     eval_hist.setdefault(k, []).append(v)
                     report[f"eval_{k}"] = float(np.mean(v))
                 final = ev
+            if checkpoint_dir is not None and (last or (c + 1) % checkpoint_every_chunks == 0):
+                save_checkpoint(state, c + 1)
             if callback is not None:
                 callback(c, report)
         return TrainResult(state=state, history=history(), final=final)
@@ -325,7 +381,9 @@ def seed_state(state: TrainState, seed: int) -> TrainState:
 
 
 def train(key, dataset, env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerConfig,
-          train_cfg: TrainConfig, callback=None, eval_keys=None) -> TrainResult:
+          train_cfg: TrainConfig, callback=None, eval_keys=None, checkpoint_dir=None,
+          checkpoint_every_chunks: int = 1, checkpoint_keep: int = 3) -> TrainResult:
     """``make_train(env_cfg, env_params, learner_cfg, train_cfg).train(key, dataset, ...)``."""
     return make_train(env_cfg, env_params, learner_cfg, train_cfg).train(
-        key, dataset, callback=callback, eval_keys=eval_keys)
+        key, dataset, callback=callback, eval_keys=eval_keys, checkpoint_dir=checkpoint_dir,
+        checkpoint_every_chunks=checkpoint_every_chunks, checkpoint_keep=checkpoint_keep)
