@@ -12,15 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrrm import EnvConfig, EnvParams, baselines, data, train
+from jaxrrm import data, train
 from jaxrrm import checkpoint as ckpt
-from jaxrrm.algos import cql
-from jaxrrm.algos.common import NetConfig
 
 # The tiny set-up of tests/test_train.py (batch 32, chunk 10: shares its compiled chunk).
-CFG = EnvConfig(num_aps=2, num_ues=6, num_candidates=2, horizon=20)
-NET = NetConfig(hidden=(64, 64), shared=False)
-LC = cql.CQLConfig(paradigm="ctde", critic_net=NET, actor_net=NET)
+from _train_setup import CFG, LC, NET, make_dataset, make_params  # noqa: E402,F401
 #: 4 chunks of 10 updates, evaluated after chunks 2 and 4.
 TC = train.TrainConfig(num_updates=40, batch_size=32, chunk_size=10, num_seeds=2,
                        eval_every_chunks=2, eval_episodes=2)
@@ -28,13 +24,12 @@ TC = train.TrainConfig(num_updates=40, batch_size=32, chunk_size=10, num_seeds=2
 
 @pytest.fixture(scope="module")
 def params():
-    return EnvParams.create(CFG)
+    return make_params()
 
 
 @pytest.fixture(scope="module")
 def dataset(params):
-    return data.collect_policy(jax.random.key(123), baselines.make("full_reuse", CFG), params,
-                               CFG, 6000, epsilon=0.3)
+    return make_dataset(params)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrrm import EnvConfig, EnvParams, baselines, data, evaluate, train
-from jaxrrm.algos import cql
-from jaxrrm.algos.common import NetConfig
+from jaxrrm import baselines, data, evaluate, train
 
-CFG = EnvConfig(num_aps=2, num_ues=6, num_candidates=2, horizon=20)
-NET = NetConfig(hidden=(64, 64), shared=False)
-LC = cql.CQLConfig(paradigm="ctde", critic_net=NET, actor_net=NET)
+from _train_setup import CFG, LC, NET, make_dataset, make_params  # noqa: E402,F401
 #: The fast tests' trainer settings (all share one compiled chunk: batch 32, chunk 10).
 TC = train.TrainConfig(num_updates=30, batch_size=32, chunk_size=10, num_seeds=2,
                        eval_every_chunks=0, eval_episodes=2)
@@ -23,14 +19,12 @@ TC = train.TrainConfig(num_updates=30, batch_size=32, chunk_size=10, num_seeds=2
 
 @pytest.fixture(scope="module")
 def params():
-    return EnvParams.create(CFG)
+    return make_params()
 
 
 @pytest.fixture(scope="module")
 def dataset(params):
-    """6000 transitions of full_reuse with epsilon 0.3 exploration (host NumPy)."""
-    return data.collect_policy(jax.random.key(123), baselines.make("full_reuse", CFG), params,
-                               CFG, 6000, epsilon=0.3)
+    return make_dataset(params)
 
 
 def _all_finite(tree):
