@@ -24,15 +24,11 @@ from pathlib import Path
 
 
 def _behaviours():
+    """Baselines and random walk (:data:`jaxrrm.data.BEHAVIOURS`), then the online learners."""
     from jaxrrm import data
+    from jaxrrm.algos import ONLINE_LEARNERS
 
-    names = list(data.BEHAVIOURS)
-    try:
-        from jaxrrm.algos import ONLINE_LEARNERS  # sac, dqn (when present)
-        names += [n for n in ONLINE_LEARNERS if n not in names]
-    except ImportError:
-        pass
-    return names
+    return list(data.BEHAVIOURS) + [n for n in ONLINE_LEARNERS if n not in data.BEHAVIOURS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -218,13 +218,27 @@ def write_summary_csv(path: Path, summary: Dict[str, dict]) -> None:
                                  for k in ("mean", "ci95")])
 
 
-def plot_rate_cdf(path: Path, ue_rates: Dict[str, np.ndarray], title: str = "") -> None:
-    """Empirical CDF of per-UE average rates (pooled over seeds and episodes), one line a method."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _finish(fig, ax, path: Path, title: str) -> None:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
+def plot_rate_cdf(path: Path, ue_rates: Dict[str, np.ndarray], title: str = "") -> None:
+    """Empirical CDF of per-UE average rates (pooled over seeds and episodes), one line a method."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, r in ue_rates.items():
         x = np.sort(np.asarray(r).reshape(-1))
@@ -233,33 +247,19 @@ def plot_rate_cdf(path: Path, ue_rates: Dict[str, np.ndarray], title: str = "") 
     ax.set_xlabel("per-UE average rate [Mbit/s]")
     ax.set_ylabel("CDF")
     ax.axhline(0.05, color="grey", lw=0.6, ls=":")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, title)
 
 
 def plot_sum_vs_tail(path: Path, summary: Dict[str, dict], title: str = "") -> None:
     """Sum rate against 5th-percentile rate, mean ± 95% CI over seeds, one point a method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.4))
     for name, s in summary.items():
         ax.errorbar(s["p5_rate"]["mean"], s["sum_rate"]["mean"], xerr=_ci(s["p5_rate"]),
                     yerr=_ci(s["sum_rate"]), fmt="o", capsize=3, label=name)
     ax.set_xlabel("5th-percentile rate [Mbit/s]")
     ax.set_ylabel("sum rate [Mbit/s]")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, title)
 
 
 def _ci(stat: dict) -> float:

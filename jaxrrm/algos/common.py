@@ -88,6 +88,41 @@ class NetConfig:
 BEHAVIOUR_NET = NetConfig(hidden=(128, 128))
 
 
+class OnlineRunConfig:
+    """Mixin of the online learners' configs (:class:`~jaxrrm.algos.dqn.DQNConfig`,
+    :class:`~jaxrrm.algos.sac.SACConfig`): validation of the fields they share, ``replace`` and
+    ``transitions_per_chunk``. The dataclasses themselves declare the fields."""
+
+    def _validate_run(self) -> None:
+        """Check ``num_envs``, ``steps_per_chunk``, ``updates_per_step``, ``batch_size``,
+        ``buffer_size`` (>= 1, buffer >= num_envs), ``learning_starts`` (>= 0), ``gamma`` in
+        [0, 1), ``max_grad_norm`` and ``reward_scale`` (> 0), ``tau`` in (0, 1] and
+        ``return_transitions`` (bool); ``ValueError`` naming the field."""
+        for name in ("num_envs", "steps_per_chunk", "updates_per_step", "batch_size",
+                     "buffer_size"):
+            v = getattr(self, name)
+            require(is_int(v) and v >= 1, name, "an integer >= 1", v)
+        require(is_int(self.learning_starts) and self.learning_starts >= 0, "learning_starts",
+                "an integer >= 0", self.learning_starts)
+        require(self.buffer_size >= self.num_envs, "buffer_size",
+                f"an integer >= num_envs ({self.num_envs})", self.buffer_size)
+        require(is_num(self.gamma) and 0.0 <= self.gamma < 1.0, "gamma", "[0, 1)", self.gamma)
+        for name in ("max_grad_norm", "reward_scale"):
+            v = getattr(self, name)
+            require(is_num(v) and v > 0, name, "> 0", v)
+        require(is_num(self.tau) and 0.0 < self.tau <= 1.0, "tau", "(0, 1]", self.tau)
+        require(isinstance(self.return_transitions, bool), "return_transitions",
+                "True or False", self.return_transitions)
+
+    def replace(self, **kw):
+        return dataclasses.replace(self, **kw)
+
+    @property
+    def transitions_per_chunk(self) -> int:
+        """Joint transitions generated per ``train_chunk`` call, ``num_envs * steps_per_chunk``."""
+        return self.num_envs * self.steps_per_chunk
+
+
 # --------------------------------------------------------------------------------------------
 # Replay buffer
 # --------------------------------------------------------------------------------------------

@@ -57,11 +57,12 @@ from flax import struct
 from ..config import EnvConfig, EnvParams
 from ..networks import masked_argmax
 from . import common
-from .common import BEHAVIOUR_NET, NetConfig, ReplayItem, is_int, is_num, require
+from .common import (BEHAVIOUR_NET, NetConfig, OnlineRunConfig, ReplayItem, is_int, is_num,
+                     require)
 
 
 @dataclasses.dataclass(frozen=True)
-class DQNConfig:
+class DQNConfig(OnlineRunConfig):
     """Hyperparameters of independent double DQN (frozen, hashable; validated on construction).
 
     Attributes:
@@ -107,37 +108,18 @@ class DQNConfig:
     return_transitions: bool = True
 
     def __post_init__(self):
-        for name in ("num_envs", "steps_per_chunk", "updates_per_step", "batch_size",
-                     "buffer_size", "target_period", "eps_decay_steps"):
+        self._validate_run()
+        for name in ("target_period", "eps_decay_steps"):
             v = getattr(self, name)
             require(is_int(v) and v >= 1, name, "an integer >= 1", v)
-        require(is_int(self.learning_starts) and self.learning_starts >= 0, "learning_starts",
-                "an integer >= 0", self.learning_starts)
-        require(self.buffer_size >= self.num_envs, "buffer_size",
-                f"an integer >= num_envs ({self.num_envs})", self.buffer_size)
-        require(is_num(self.gamma) and 0.0 <= self.gamma < 1.0, "gamma", "[0, 1)", self.gamma)
         require(is_num(self.lr) and self.lr > 0, "lr", "> 0", self.lr)
-        require(is_num(self.max_grad_norm) and self.max_grad_norm > 0, "max_grad_norm", "> 0",
-                self.max_grad_norm)
-        require(is_num(self.tau) and 0.0 < self.tau <= 1.0, "tau", "(0, 1]", self.tau)
         for name in ("eps_start", "eps_end"):
             v = getattr(self, name)
             require(is_num(v) and 0.0 <= v <= 1.0, name, "[0, 1]", v)
         require(is_num(self.huber_delta) and self.huber_delta > 0, "huber_delta", "> 0",
                 self.huber_delta)
-        require(is_num(self.reward_scale) and self.reward_scale > 0, "reward_scale", "> 0",
-                self.reward_scale)
         require(isinstance(self.net, NetConfig), "net", "a NetConfig", self.net)
-        for name in ("double", "return_transitions"):
-            require(isinstance(getattr(self, name), bool), name, "True or False",
-                    getattr(self, name))
-
-    def replace(self, **kw) -> "DQNConfig":
-        return dataclasses.replace(self, **kw)
-
-    @property
-    def transitions_per_chunk(self) -> int:
-        return self.num_envs * self.steps_per_chunk
+        require(isinstance(self.double, bool), "double", "True or False", self.double)
 
 
 @struct.dataclass

@@ -55,11 +55,11 @@ from ..config import EnvConfig, EnvParams
 from ..networks import (ensemble_apply, ensemble_init, masked_argmax, masked_entropy,
                         masked_log_softmax, sample_masked)
 from . import common
-from .common import BEHAVIOUR_NET, NetConfig, ReplayItem, is_int, is_num, require
+from .common import BEHAVIOUR_NET, NetConfig, OnlineRunConfig, ReplayItem, is_num, require
 
 
 @dataclasses.dataclass(frozen=True)
-class SACConfig:
+class SACConfig(OnlineRunConfig):
     """Hyperparameters of independent discrete SAC (frozen, hashable; validated on construction).
 
     Attributes:
@@ -95,35 +95,17 @@ class SACConfig:
     return_transitions: bool = True
 
     def __post_init__(self):
-        for name in ("num_envs", "steps_per_chunk", "updates_per_step", "batch_size",
-                     "buffer_size"):
-            v = getattr(self, name)
-            require(is_int(v) and v >= 1, name, "an integer >= 1", v)
-        require(is_int(self.learning_starts) and self.learning_starts >= 0, "learning_starts",
-                "an integer >= 0", self.learning_starts)
-        require(self.buffer_size >= self.num_envs, "buffer_size",
-                f"an integer >= num_envs ({self.num_envs})", self.buffer_size)
-        require(is_num(self.gamma) and 0.0 <= self.gamma < 1.0, "gamma", "[0, 1)", self.gamma)
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "max_grad_norm", "init_alpha",
-                     "reward_scale"):
+        self._validate_run()
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
             v = getattr(self, name)
             require(is_num(v) and v > 0, name, "> 0", v)
-        require(is_num(self.tau) and 0.0 < self.tau <= 1.0, "tau", "(0, 1]", self.tau)
         require(is_num(self.target_entropy_frac) and 0.0 <= self.target_entropy_frac < 1.0,
                 "target_entropy_frac", "[0, 1)", self.target_entropy_frac)
         for name in ("actor_net", "critic_net"):
             require(isinstance(getattr(self, name), NetConfig), name, "a NetConfig",
                     getattr(self, name))
-        for name in ("autotune_alpha", "return_transitions"):
-            require(isinstance(getattr(self, name), bool), name, "True or False",
-                    getattr(self, name))
-
-    def replace(self, **kw) -> "SACConfig":
-        return dataclasses.replace(self, **kw)
-
-    @property
-    def transitions_per_chunk(self) -> int:
-        return self.num_envs * self.steps_per_chunk
+        require(isinstance(self.autotune_alpha, bool), "autotune_alpha", "True or False",
+                self.autotune_alpha)
 
 
 @struct.dataclass
