@@ -29,8 +29,9 @@ Between chunks the host loop (:func:`train` / :meth:`Trainer.train`)
   was never interrupted. On :class:`NonFiniteLossError` the last good state is checkpointed
   (if it was not already) and stays on disk.
 
-TODO:
-  * a tqdm progress bar (the ``callback`` hook is where it goes).
+With ``progress=True`` the host loop shows a tqdm progress bar over the chunks with the latest
+chunk's mean losses and Q-values (``critic_loss``, ``cql_penalty``/``bc_loss``, ``q``) and, after
+an evaluation, the mean held-out score.
 """
 
 from __future__ import annotations
@@ -149,6 +150,9 @@ class Trainer(NamedTuple):
       run_chunk: ``jax.jit(chunk_fn)``; ``metrics`` are ``{name: [S, chunk_size]}`` per update,
         plus ``"nonfinite"`` ``[S, chunk_size]`` bool (any metric of that update NaN/inf).
       evaluate: ``evaluate(learner_state, keys [S]) -> per-seed metrics dict`` (greedy).
+      evaluate_rates: ``evaluate_rates(learner_state, keys [S], num_episodes) -> (ue_rates
+        [S, E, K] float32 Mbit/s, mean episode return [S] float32)``: the raw per-UE average
+        rates and the mean return of each seed's greedy policy (``E = num_episodes`` episodes per seed).
       train: ``train(key, dataset, callback=None, eval_keys=None, checkpoint_dir=None,
         checkpoint_every_chunks=1, checkpoint_keep=3) -> TrainResult``.
       learner: the learner (``init``, ``update``, ``policy``, ...).
@@ -159,6 +163,7 @@ class Trainer(NamedTuple):
     chunk_fn: Callable
     run_chunk: Callable
     evaluate: Callable
+    evaluate_rates: Callable
     train: Callable
     learner: Any
     env_cfg: EnvConfig
@@ -238,6 +243,11 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
     learner, init, chunk_fn, run_chunk, eval_rates = _compiled(
         env_cfg, learner_cfg, train_cfg.batch_size, train_cfg.chunk_size)
 
+    def evaluate_rates(learner_state, keys, num_episodes: int):
+        require(is_int(num_episodes) and num_episodes >= 1, "num_episodes", "an integer >= 1",
+                num_episodes)
+        return eval_rates(learner_state, keys, env_params, int(num_episodes))
+
     def evaluate_seeds(learner_state, keys) -> Dict[str, np.ndarray]:
         rates, ret = eval_rates(learner_state, keys, env_params, train_cfg.eval_episodes)
         out = evaluate.seed_metrics(rates, env_params.score_mu)
@@ -246,7 +256,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
 
     def train_(key, dataset, callback: Optional[Callable[[int, Dict[str, float]], None]] = None,
                eval_keys=None, checkpoint_dir=None, checkpoint_every_chunks: int = 1,
-               checkpoint_keep: int = 3) -> TrainResult:
+               checkpoint_keep: int = 3, progress: bool = False,
+               progress_desc: str = "training") -> TrainResult:
         """Run ``train_cfg.num_chunks`` chunks from ``key`` on ``dataset``.
 
         Args:
@@ -262,6 +273,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
           checkpoint_every_chunks: save every this many chunks (>= 1); the last chunk is always
             saved.
           checkpoint_keep: how many of the most recent checkpoints to keep (>= 1).
+          progress: show a tqdm progress bar over the chunks (losses, Q-values, eval score).
+          progress_desc: the bar's label.
 
         Raises:
           NonFiniteLossError: a loss became non-finite; ``err.state`` is the last good state
@@ -323,49 +336,72 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
                           keep=checkpoint_keep)
             saved_step = step
 
-        for c in range(start, train_cfg.num_chunks):
-            new_state, metrics = run_chunk(state, dataset)
-            metrics = jax.device_get(metrics)
-            bad = np.asarray(metrics.pop("nonfinite"))          # [S, chunk]
-            if bad.any():
-                seed_i, upd_i = np.unravel_index(_first_bad(bad), bad.shape)
-                losses = {k: float(v[seed_i, upd_i]) for k, v in metrics.items()
-                          if not np.isfinite(v[seed_i, upd_i])}
-                g = c * train_cfg.chunk_size + int(upd_i)
-                msg = (f"non-finite loss in chunk {c}, update {g} (update {int(upd_i)} of the "
-                       f"chunk), seed {int(seed_i)}: "
-                       + ", ".join(f"{k}={v}" for k, v in losses.items())
-                       + f"; training stopped, the last good state (after "
-                       f"{c * train_cfg.chunk_size} updates) is kept in err.state")
-                if checkpoint_dir is not None:
-                    save_checkpoint(state, c)
-                raise NonFiniteLossError(msg, chunk=c, update=g, seed=int(seed_i),
-                                         losses=losses, state=state, history=history())
-            state = new_state
-            done = (c + 1) * train_cfg.chunk_size
-            hist_updates.append(done)
-            for k, v in metrics.items():
-                hist_metrics.setdefault(k, []).append(np.mean(v, axis=1))
-            report = {k: float(np.mean(v)) for k, v in metrics.items()}
-            report["updates"] = done
-            last = c + 1 == train_cfg.num_chunks
-            every = train_cfg.eval_every_chunks
-            if last or (every and (c + 1) % every == 0):
-                ev = evaluate_seeds(state.learner, eval_keys)
-                eval_updates.append(done)
-                for k, v in ev.items():
-                    eval_hist.setdefault(k, []).append(v)
-                    report[f"eval_{k}"] = float(np.mean(v))
-                final = ev
-            if checkpoint_dir is not None and (last or (c + 1) % checkpoint_every_chunks == 0):
-                save_checkpoint(state, c + 1)
-            if callback is not None:
-                callback(c, report)
+        bar = _progress_bar(progress, progress_desc, train_cfg.num_chunks, start)
+        try:
+            for c in range(start, train_cfg.num_chunks):
+                new_state, metrics = run_chunk(state, dataset)
+                metrics = jax.device_get(metrics)
+                bad = np.asarray(metrics.pop("nonfinite"))          # [S, chunk]
+                if bad.any():
+                    seed_i, upd_i = np.unravel_index(_first_bad(bad), bad.shape)
+                    losses = {k: float(v[seed_i, upd_i]) for k, v in metrics.items()
+                              if not np.isfinite(v[seed_i, upd_i])}
+                    g = c * train_cfg.chunk_size + int(upd_i)
+                    msg = (f"non-finite loss in chunk {c}, update {g} (update {int(upd_i)} of "
+                           f"the chunk), seed {int(seed_i)}: "
+                           + ", ".join(f"{k}={v}" for k, v in losses.items())
+                           + f"; training stopped, the last good state (after "
+                           f"{c * train_cfg.chunk_size} updates) is kept in err.state")
+                    if checkpoint_dir is not None:
+                        save_checkpoint(state, c)
+                    raise NonFiniteLossError(msg, chunk=c, update=g, seed=int(seed_i),
+                                             losses=losses, state=state, history=history())
+                state = new_state
+                done = (c + 1) * train_cfg.chunk_size
+                hist_updates.append(done)
+                for k, v in metrics.items():
+                    hist_metrics.setdefault(k, []).append(np.mean(v, axis=1))
+                report = {k: float(np.mean(v)) for k, v in metrics.items()}
+                report["updates"] = done
+                last = c + 1 == train_cfg.num_chunks
+                every = train_cfg.eval_every_chunks
+                if last or (every and (c + 1) % every == 0):
+                    ev = evaluate_seeds(state.learner, eval_keys)
+                    eval_updates.append(done)
+                    for k, v in ev.items():
+                        eval_hist.setdefault(k, []).append(v)
+                        report[f"eval_{k}"] = float(np.mean(v))
+                    final = ev
+                if checkpoint_dir is not None and (
+                        last or (c + 1) % checkpoint_every_chunks == 0):
+                    save_checkpoint(state, c + 1)
+                bar.update(1)
+                bar.set_postfix_str(_postfix(report), refresh=False)
+                if callback is not None:
+                    callback(c, report)
+        finally:
+            bar.close()
         return TrainResult(state=state, history=history(), final=final)
 
     return Trainer(init=init, chunk_fn=chunk_fn, run_chunk=run_chunk, evaluate=evaluate_seeds,
-                   train=train_, learner=learner, env_cfg=env_cfg, env_params=env_params,
-                   learner_cfg=learner_cfg, train_cfg=train_cfg)
+                   evaluate_rates=evaluate_rates, train=train_, learner=learner, env_cfg=env_cfg,
+                   env_params=env_params, learner_cfg=learner_cfg, train_cfg=train_cfg)
+
+
+def _progress_bar(enabled: bool, desc: str, total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="chunk", disable=not enabled,
+                dynamic_ncols=True)
+
+
+#: What the progress bar shows of a chunk's report (when present), in this order.
+_POSTFIX = (("critic_loss", "critic"), ("cql_penalty", "cql"), ("loss", "loss"), ("q", "Q"),
+            ("eval_score", "score"))
+
+
+def _postfix(report: Dict[str, float]) -> str:
+    return " ".join(f"{short}={report[k]:.3g}" for k, short in _POSTFIX if k in report)
 
 
 def _first_bad(bad: np.ndarray) -> int:
@@ -382,8 +418,10 @@ def seed_state(state: TrainState, seed: int) -> TrainState:
 
 def train(key, dataset, env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerConfig,
           train_cfg: TrainConfig, callback=None, eval_keys=None, checkpoint_dir=None,
-          checkpoint_every_chunks: int = 1, checkpoint_keep: int = 3) -> TrainResult:
+          checkpoint_every_chunks: int = 1, checkpoint_keep: int = 3,
+          progress: bool = False, progress_desc: str = "training") -> TrainResult:
     """``make_train(env_cfg, env_params, learner_cfg, train_cfg).train(key, dataset, ...)``."""
     return make_train(env_cfg, env_params, learner_cfg, train_cfg).train(
         key, dataset, callback=callback, eval_keys=eval_keys, checkpoint_dir=checkpoint_dir,
-        checkpoint_every_chunks=checkpoint_every_chunks, checkpoint_keep=checkpoint_keep)
+        checkpoint_every_chunks=checkpoint_every_chunks, checkpoint_keep=checkpoint_keep,
+        progress=progress, progress_desc=progress_desc)

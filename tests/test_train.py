@@ -63,7 +63,7 @@ def test_make_train_rejects_unknown_learner_config(params):
 # Compilation, seeds
 # ------------------------------------------------------------------------------------------------
 
-def test_chunk_traced_once_and_train_loop(params, dataset):
+def test_chunk_traced_once_and_train_loop(params, dataset, capsys):
     tr = train.make_train(CFG, params, LC, TC)
     ds = data.to_device(dataset)
     counted = jax.jit(chex.assert_max_traces(tr.chunk_fn, n=1))
@@ -76,7 +76,8 @@ def test_chunk_traced_once_and_train_loop(params, dataset):
 
     # The host loop: progress callback per chunk, evaluation at the end, history shapes.
     reports = []
-    res = tr.train(jax.random.key(1), dataset, callback=lambda c, m: reports.append((c, m)))
+    res = tr.train(jax.random.key(1), dataset, callback=lambda c, m: reports.append((c, m)),
+                   progress=True, progress_desc="tiny-ctde")
     assert [c for c, _ in reports] == [0, 1, 2]
     assert reports[-1][1]["updates"] == 30 and "critic_loss" in reports[0][1]
     assert "eval_score" in reports[-1][1] and "eval_score" not in reports[0][1]
@@ -87,6 +88,21 @@ def test_chunk_traced_once_and_train_loop(params, dataset):
     assert h["eval"]["score"].shape == (1, 2)
     assert res.final["score"].shape == (2,) and np.all(np.isfinite(res.final["score"]))
     assert _all_finite(res.state)
+
+    # The progress bar (stderr) shows the chunks, losses, Q and the evaluated score.
+    err = capsys.readouterr().err
+    assert "tiny-ctde" in err and "3/3" in err
+    assert "critic=" in err and "Q=" in err and "score=" in err
+
+    # Raw evaluation rates reproduce the per-seed metrics of the final evaluation.
+    ek = train.eval_keys_for(jax.random.key(1), 2)
+    rates, ret = tr.evaluate_rates(res.state.learner, ek, TC.eval_episodes)
+    assert rates.shape == (2, TC.eval_episodes, CFG.num_ues) and ret.shape == (2,)
+    again = evaluate.seed_metrics(rates, params.score_mu)
+    np.testing.assert_allclose(again["score"], res.final["score"], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ret, np.float64), res.final["return"], rtol=1e-6)
+    with pytest.raises(ValueError, match="num_episodes"):
+        tr.evaluate_rates(res.state.learner, ek, 0)
 
 
 def test_seeds_vmapped_match_single_seed_runs(params, dataset):
