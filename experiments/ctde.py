@@ -1,143 +1,85 @@
-"""Main job: evaluate the schedulers of DESIGN.md §4 over many seeds and write tables and plots.
+"""Main job: offline multi-agent CQL against the baselines, end to end, over many seeds.
 
     python -m experiments.ctde --seeds 16
 
-Every method is evaluated on the same evaluation episodes of each seed (paired comparison; TDM's
-score of the same seed is the reference of the relative score). Metrics are DESIGN §3's, reported
-as mean ± 95% CI over seeds.
+1. makes the behaviour dataset (default: a discrete-SAC learner trained online on the
+   vectorized environment, whose last transitions are kept) or reuses it from ``--data-dir``,
+   where it is cached under the hash of its full configuration (:mod:`jaxrrm.pipeline`);
+2. trains C-, I- and CTDE-MARL-CQL and behaviour cloning on it, all seeds of a learner in one
+   vmapped, scanned run (:mod:`jaxrrm.train`), with progress bars showing losses and Q-values;
+3. evaluates every learner (greedy, after the last update), the behaviour policy and the
+   baselines on the same held-out test episodes of each seed (paired), and reports DESIGN §3's
+   metrics as mean ± 95% CI over seeds, relative score seed by seed against TDM.
 
-Status: the offline learners (C-, I-, CTDE-MARL-CQL, BC) and the behaviour dataset arrive with the
-CQL trainer (issue 4); until then this job evaluates the five baselines, and its command line and
-output format stay what they will be.
+Outputs (written atomically to ``--out``): ``config.json``, ``summary.json``, ``summary.csv``,
+``per_seed.json``, ``learning_curves.json`` and the plots ``rate_cdf.png``, ``sum_vs_tail.png``,
+``learning_curves.png``. Learning curves are measured on validation episodes drawn from other
+keys than the test episodes; nothing is selected on the test episodes.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import time
 from pathlib import Path
-
-PRESETS = {
-    # seeds x episodes per seed (x horizon from the config)
-    "default": dict(episodes=64),
-    "paper": dict(episodes=512),
-}
-QUICK = dict(seeds=2, episodes=8, horizon=50)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.common import add_env_argument, positive_int
+    from experiments.runner import add_run_arguments
     from jaxrrm.baselines import NAMES
 
     p = argparse.ArgumentParser(
         prog="python -m experiments.ctde",
         description=(
-            "Evaluate multi-AP schedulers on the jaxrrm simulator (DESIGN.md): per method the sum "
-            "rate, 5th-percentile rate, score = sum + K * 5%-rate and score relative to TDM, as "
-            "mean ± 95%% CI over seeds. Writes config.json, summary.json, summary.csv, "
-            "per_seed.json and PNG plots to --out. The offline CQL learners join this table "
-            "when the trainer lands; today it evaluates the baselines."),
+            "Offline multi-agent RL for multi-AP scheduling (DESIGN.md): make or reuse a "
+            "behaviour dataset, train C-, I- and CTDE-MARL-CQL and BC for every seed (vmapped), "
+            "and evaluate them beside the behaviour policy and the baselines on the same test "
+            "episodes: sum rate, 5th-percentile rate, score = sum + K x 5%%-rate and score "
+            "relative to TDM, as mean ± 95%% CI over seeds. Writes config.json, summary.json, "
+            "summary.csv, per_seed.json, learning_curves.json and PNG plots to --out."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--seeds", type=positive_int, default=16,
-                   help="independent evaluation seeds (each: its own set of episodes)")
-    p.add_argument("--episodes", type=positive_int, default=None,
-                   help="evaluation episodes per seed (default: from --preset)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="'default' finishes on a 2-core laptop CPU in a few minutes; 'paper' is "
-                        "the larger study meant for a GPU")
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: {QUICK['seeds']} seeds x {QUICK['episodes']} episodes of "
-                        f"{QUICK['horizon']} slots (overrides --seeds, --episodes, horizon)")
-    p.add_argument("--methods", nargs="+", choices=NAMES, default=list(NAMES),
-                   help="which baselines to evaluate ('tdm' is always added: it is the reference "
-                        "of the relative score)")
-    add_env_argument(p)
-    p.add_argument("--seed", type=int, default=0, help="base PRNG seed of the run")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output directory (default: results/ctde/<timestamp>); must not exist")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_arguments(p)
+    p.add_argument("--baselines", nargs="+", choices=NAMES, default=list(NAMES),
+                   help="baselines to evaluate ('tdm' is always added: it is the reference of "
+                        "the relative score)")
+    p.add_argument("--no-behaviour", action="store_true",
+                   help="do not evaluate the behaviour policy itself")
     return p
 
 
 def run(args) -> Path:
+    from experiments import common, runner
+
+    run_ = runner.resolve(args, "ctde")  # first: it may set XLA flags for --quick
+
     import jax
-    import numpy as np
 
-    from experiments import common
-    from jaxrrm import baselines, evaluate
+    from jaxrrm import evaluate, pipeline
 
-    episodes = args.episodes or PRESETS[args.preset]["episodes"]
-    seeds = args.seeds
-    quick_cfg = {}
-    if args.quick:
-        seeds, episodes = QUICK["seeds"], QUICK["episodes"]
-        quick_cfg["horizon"] = QUICK["horizon"]
-    cfg, params = common.make_env(args.env, **quick_cfg)
-    methods = list(dict.fromkeys(["tdm"] + list(args.methods)))
-    for name in methods:  # fail before any work on an impossible combination
-        try:
-            baselines.make(name, cfg)
-        except ValueError as e:
-            raise common.CliError(str(e)) from None
-
+    names = list(dict.fromkeys(["tdm"] + list(args.baselines)))
+    learner_cfgs = {runner.LEARNERS[n]: run_.learner_config(n) for n in args.learners}
     out = common.OutputDir(args.out or common.default_out_dir("ctde"), overwrite=args.overwrite)
     try:
-        keys = evaluate.seed_keys(args.seed, seeds)
-        mu = float(params.score_mu)
-        per_seed, ue_rates, returns, timing = {}, {}, {}, {}
-        bar = common.progress(methods, "evaluating", enabled=not args.no_progress)
-        for name in bar:
-            bar.set_postfix_str(name)
-            t0 = time.perf_counter()
-            rates, ret = evaluate.rollout_seeds(keys, baselines.make(name, cfg), params, cfg,
-                                                episodes)
-            rates = jax.block_until_ready(rates)
-            timing[name] = time.perf_counter() - t0
-            per_seed[name] = evaluate.seed_metrics(rates, mu)
-            ue_rates[name] = np.asarray(rates)
-            returns[name] = np.asarray(ret, np.float64)
-        evaluate.add_relative(per_seed, "tdm")
-        summary = {name: evaluate.summarize(per_seed[name]) for name in methods}
-        for name in methods:
-            summary[name]["return"] = dict(zip(("mean", "ci95"),
-                                               evaluate.metrics.mean_ci95(returns[name])))
-
-        info = common.machine_info()
-        run_cfg = {"schema_version": common.SCHEMA_VERSION, "experiment": "ctde",
-                   "argv": sys.argv[1:], "seeds": seeds, "episodes_per_seed": episodes,
-                   "seed": args.seed, "methods": methods, "env_config": dataclasses.asdict(cfg),
-                   "env_params": {f.name: float(getattr(params, f.name))
-                                  for f in dataclasses.fields(params)},
-                   "machine": info}
-        out.write_json("config.json", run_cfg)
-        out.write_json("summary.json", {
-            "schema_version": common.SCHEMA_VERSION, "seeds": seeds,
-            "episodes_per_seed": episodes, "score_mu": mu, "methods": summary,
-            "eval_seconds": timing, "machine": info,
-            "note": "offline CQL learners not yet part of this job (trainer pending)"})
-        out.write_json("per_seed.json", {name: {k: v.tolist() for k, v in m.items()}
-                                         for name, m in per_seed.items()})
-        common.write_summary_csv(out.file("summary.csv"), summary)
-        if not args.no_plots:
-            title = f"{cfg.num_aps} APs, {cfg.num_ues} UEs, {seeds}x{episodes} episodes"
-            common.plot_rate_cdf(out.file("rate_cdf.png"), ue_rates, title)
-            common.plot_sum_vs_tail(out.file("sum_vs_tail.png"), summary, title)
+        test_keys = evaluate.seed_keys(args.seed, run_.seeds)
+        results = runner.evaluate_fixed(run_, names, test_keys)
+        beh = runner.dataset(run_)
+        if beh.policy is not None and not args.no_behaviour:
+            label = f"behaviour ({run_.spec.behaviour})"
+            results[label] = pipeline.evaluate_policy(beh.policy, test_keys, run_.cfg,
+                                                      run_.params, run_.episodes)
+        train_key = jax.random.fold_in(jax.random.key(args.seed), 0x0FF1)
+        for label, lc in learner_cfgs.items():
+            results[label] = runner.train_learner(run_, label, lc, beh, test_keys, train_key)
+        summary = pipeline.summarize(results, "tdm")
+        runner.write_outputs(out, run_, results, summary, plots=not args.no_plots, extra_summary={
+            "dataset": {"path": str(beh.path), "fingerprint": beh.meta.get("fingerprint"),
+                        "built": beh.built, "seconds": beh.seconds,
+                        "mean_reward": float(beh.dataset.reward.mean())}})
         path = out.commit()
     except BaseException:
         out.abort()
         raise
-
-    extra = {n: {"eval time [s]": f"{timing[n]:.1f}"} for n in methods}
-    print()
-    print(f"{cfg.num_aps} APs x {cfg.num_ues} UEs, N={cfg.num_candidates}, T={cfg.horizon}, "
-          f"{seeds} seeds x {episodes} episodes, score = sum + {mu:g} x 5%-rate "
-          f"(mean ± 95% CI over seeds); {info['cpu']}, JAX {info['jax']} ({info['backend']})")
-    print(common.format_table(summary, extra))
-    print(f"\nwritten to {path}")
+    runner.print_table(run_, summary, results, path)
     return path
 
 

@@ -10,23 +10,42 @@ from experiments import ctde
 from experiments.common import OutputDir, CliError, format_table
 
 TINY = ["--seeds", "3", "--episodes", "4", "--env", "horizon=12", "--env", "num_aps=2",
-        "--env", "num_ues=6", "--env", "num_candidates=2", "--no-progress", "--no-plots"]
+        "--env", "num_ues=6", "--env", "num_candidates=2", "--no-progress", "--no-plots",
+        "--behaviour", "full_reuse", "--dataset-size", "400", "--updates", "20",
+        "--batch-size", "16", "--hidden", "16,16"]
+LEARNER_NAMES = {"CTDE-MARL-CQL", "I-MARL-CQL", "C-MARL-CQL", "BC"}
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("datasets")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("ctde") / "run"
-    assert ctde.main(TINY + ["--out", str(out)]) == 0
+    assert ctde.main(TINY + ["--out", str(out), "--data-dir", str(data_dir)]) == 0
     return out
 
 
 def test_ctde_writes_summary(tiny_run):
     files = {p.name for p in tiny_run.iterdir()}
-    assert {"config.json", "summary.json", "summary.csv", "per_seed.json"} <= files
+    assert {"config.json", "summary.json", "summary.csv", "per_seed.json",
+            "learning_curves.json"} <= files
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["seeds"] == 3
     methods = summary["methods"]
-    assert set(methods) == {"tdm", "random", "full_reuse", "max_sinr", "exhaustive"}
+    assert set(methods) == {"tdm", "random", "full_reuse", "max_sinr", "exhaustive",
+                            "behaviour (full_reuse)"} | LEARNER_NAMES
+    # The behaviour policy is full_reuse itself: same test episodes, same numbers.
+    assert methods["behaviour (full_reuse)"]["score"] == methods["full_reuse"]["score"]
+    # Every learner trained (train time recorded) and has a learning curve per seed.
+    curves = json.loads((tiny_run / "learning_curves.json").read_text())
+    assert set(curves) == LEARNER_NAMES
+    for name in LEARNER_NAMES:
+        assert summary["train_seconds"][name] > 0
+        assert curves[name]["updates"][-1] == 20 and len(curves[name]["score"][-1]) == 3
+    assert summary["dataset"]["built"] is True
     for name, m in methods.items():
         for key in ("sum_rate", "p5_rate", "score", "relative_score"):
             assert math.isfinite(m[key]["mean"]) and m[key]["ci95"] >= 0, (name, key)
@@ -52,6 +71,19 @@ def test_ctde_refuses_existing_output(tiny_run, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_ctde_reuses_cached_dataset(tiny_run, data_dir, tmp_path):
+    out = tmp_path / "again"
+    assert ctde.main(TINY + ["--out", str(out), "--data-dir", str(data_dir), "--learners", "bc",
+                             "--baselines", "tdm"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    first = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["dataset"]["built"] is False
+    assert summary["dataset"]["fingerprint"] == first["dataset"]["fingerprint"]
+    assert set(summary["methods"]) == {"tdm", "behaviour (full_reuse)", "BC"}
+    # Same seed, same data, same test keys: the baseline numbers repeat exactly.
+    assert summary["methods"]["tdm"] == first["methods"]["tdm"]
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--env", "num_aps=0"], "num_aps"),
     (["--env", "pf_beta=1.5"], "pf_beta"),
@@ -65,11 +97,19 @@ def test_ctde_bad_settings_exit_cleanly(tmp_path, capsys, flags, message):
     assert not (tmp_path / "x").exists()
 
 
-def test_ctde_bad_flag_is_argparse_error(capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", "0"], "positive integer"),
+    (["--hidden", "64,0"], "positive widths"),
+    (["--hidden", "wide"], "widths like"),
+    (["--cql-alpha", "-1"], "number >= 0"),
+    (["--learners", "qmix"], "invalid choice"),
+    (["--behaviour", "oracle"], "invalid choice"),
+])
+def test_ctde_bad_flag_is_argparse_error(capsys, flags, message):
     with pytest.raises(SystemExit) as e:
-        ctde.main(["--seeds", "0"])
+        ctde.main(flags)
     assert e.value.code == 2
-    assert "positive integer" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_output_dir_is_atomic(tmp_path):

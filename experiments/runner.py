@@ -1,0 +1,613 @@
+"""What the main job and the studies share: presets, the learning-related flags, progress bars
+around :mod:`jaxrrm.pipeline`, and writing a run's tables, files and plots.
+
+No physics or learning here: the pipeline decides what is trained and evaluated; this module
+only turns flags into its configurations and its results into files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+from experiments import common
+
+#: Learner names of the command line -> the paper's names (also the keys of summary.json).
+LEARNERS = {"ctde": "CTDE-MARL-CQL", "independent": "I-MARL-CQL",
+            "centralized": "C-MARL-CQL", "bc": "BC"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Sizes of a run. ``behaviour_train_steps`` 0 = ``max(dataset_size, 128000)``."""
+
+    episodes: int
+    dataset_size: int
+    behaviour_train_steps: int
+    hidden: tuple
+    updates: int
+    batch_size: int
+    chunk_size: int
+    eval_every_chunks: int
+    seeds: Optional[int] = None      # None: --seeds decides
+    horizon: Optional[int] = None    # None: the environment's default
+
+
+PRESETS = {
+    # 2-core laptop CPU: about a quarter of an hour for 16 seeds (README, benchmarks/).
+    "default": Preset(episodes=64, dataset_size=100_000, behaviour_train_steps=128_000,
+                      hidden=(64, 64), updates=3_000, batch_size=256, chunk_size=500,
+                      eval_every_chunks=2),
+    # The paper-sized study, meant for a GPU.
+    "paper": Preset(episodes=512, dataset_size=320_000, behaviour_train_steps=320_000,
+                    hidden=(256, 256), updates=30_000, batch_size=256, chunk_size=1_000,
+                    eval_every_chunks=5),
+    # --quick: a smoke run of every stage in about a minute.
+    "quick": Preset(episodes=8, dataset_size=6_400, behaviour_train_steps=6_400,
+                    hidden=(32, 32), updates=100, batch_size=64, chunk_size=50,
+                    eval_every_chunks=1, seeds=2, horizon=50),
+}
+
+
+#: Flags of :func:`add_run_arguments` a study may leave out (``omit=``), with the value
+#: :func:`resolve` then uses: a study that sweeps the behaviour, the dataset size or the CQL
+#: weight has its own flag for it.
+OMITTABLE = {"behaviour": "sac", "dataset_size": None, "cql_alpha": 1.0, "learners": None}
+
+
+def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = tuple(LEARNERS),
+                      behaviour: str = "sac", omit: Sequence[str] = (),
+                      learner_choices: Optional[Sequence[str]] = None,
+                      seeds: int = 16) -> None:
+    """The flags every learning experiment shares (sizes default to the preset's).
+
+    ``omit`` leaves out flags of :data:`OMITTABLE` (their defaults are set instead: the learners
+    then default to ``learners``); ``learner_choices`` restricts ``--learners``; ``seeds`` is
+    the default of ``--seeds``."""
+    from experiments.common import add_env_argument, positive_int
+    from jaxrrm import pipeline
+
+    unknown = set(omit) - set(OMITTABLE)
+    if unknown:
+        raise ValueError(f"omit: unknown flags {sorted(unknown)}; allowed {sorted(OMITTABLE)}")
+    p.set_defaults(**{k: (list(learners) if k == "learners" else
+                          behaviour if k == "behaviour" else v)
+                      for k, v in OMITTABLE.items() if k in omit})
+    p.add_argument("--seeds", type=positive_int, default=seeds,
+                   help="independent seeds: each trains every learner once (vmapped) and "
+                        "evaluates every method on its own test episodes")
+    p.add_argument("--preset", choices=("default", "paper"), default="default",
+                   help="'default' finishes on a 2-core laptop CPU; 'paper' is the full-size "
+                        "study meant for a GPU (sizes below override it)")
+    q = PRESETS["quick"]
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run of every stage: {q.seeds} seeds, {q.episodes} test episodes "
+                        f"of {q.horizon} slots, {q.dataset_size} transitions, {q.updates} updates")
+    p.add_argument("--episodes", type=positive_int, default=None,
+                   help="test episodes per seed (default: the preset's: "
+                        f"{PRESETS['default'].episodes} / {PRESETS['paper'].episodes})")
+    choices = list(learner_choices or LEARNERS)
+    if "learners" not in omit:
+        p.add_argument("--learners", nargs="+", choices=choices, default=list(learners),
+                       help="offline learners to train: " + ", ".join(
+                           f"{k} = {LEARNERS[k]}" for k in choices))
+    g = p.add_argument_group("behaviour dataset (made once, then reused from --data-dir)")
+    if "behaviour" not in omit:
+        g.add_argument("--behaviour", choices=pipeline.BEHAVIOURS, default=behaviour,
+                       help="behaviour policy of the dataset (sac/dqn are trained online first)")
+    if "dataset_size" not in omit:
+        g.add_argument("--dataset-size", type=positive_int, default=None,
+                       help="transitions in the dataset (default: the preset's)")
+    g.add_argument("--behaviour-train-steps", type=positive_int, default=None,
+                   help="sac/dqn: transitions of the behaviour's online training (default: the "
+                        "preset's); the dataset is the last --dataset-size of them")
+    g.add_argument("--data-dir", type=Path, default=Path("datasets/cache"),
+                   help="cache of behaviour datasets, keyed by their full configuration")
+    g.add_argument("--rebuild-dataset", action="store_true",
+                   help="make the dataset again even when the cache has it")
+    g = p.add_argument_group("offline training")
+    g.add_argument("--updates", type=positive_int, default=None,
+                   help="gradient updates per seed (default: the preset's)")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help="minibatch size (default: the preset's)")
+    g.add_argument("--hidden", type=_hidden, default=None, metavar="W,W",
+                   help="hidden widths of critics and actors, e.g. 256,256 (default: the preset's)")
+    if "cql_alpha" not in omit:
+        g.add_argument("--cql-alpha", type=_nonneg_float, default=1.0,
+                       help="weight of the CQL penalty (0 = plain offline SAC)")
+    add_env_argument(p)
+    p.add_argument("--seed", type=int, default=0, help="base PRNG seed of the run")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: results/<experiment>/<timestamp>); must not "
+                        "exist")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _hidden(text: str) -> tuple:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths like 64,64, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive widths like 64,64, got {text!r}")
+    return widths
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+@dataclasses.dataclass
+class Run:
+    """A run's resolved settings (flags over preset)."""
+
+    name: str
+    preset: str
+    seeds: int
+    episodes: int
+    cfg: object
+    params: object
+    spec: object
+    hidden: tuple
+    updates: int
+    batch_size: int
+    chunk_size: int
+    eval_every_chunks: int
+    cql_alpha: float
+    seed: int
+    progress: bool
+    data_dir: Path
+    rebuild: bool
+    behaviour_train_steps: int = 0   # sac/dqn: transitions of the online training (0: size)
+
+    def dataset_spec(self, behaviour: Optional[str] = None, size: Optional[int] = None):
+        """This run's :class:`~jaxrrm.pipeline.DatasetSpec` with another behaviour and/or size
+        (online behaviours train for ``max(behaviour_train_steps, size)`` transitions)."""
+        from jaxrrm import pipeline
+
+        behaviour = behaviour or self.spec.behaviour
+        size = size or self.spec.size
+        online = behaviour in ("sac", "dqn")
+        try:
+            return self.spec.replace(
+                behaviour=behaviour, size=size,
+                train_steps=max(self.behaviour_train_steps, size) if online else 0)
+        except ValueError as e:
+            raise common.CliError(f"invalid dataset setting: {e}") from None
+
+    def train_config(self, updates: Optional[int] = None):
+        from jaxrrm import train
+
+        updates = updates or self.updates
+        chunk = min(self.chunk_size, updates)
+        while updates % chunk:
+            chunk -= 1
+        return train.TrainConfig(num_updates=updates, batch_size=self.batch_size,
+                                 chunk_size=chunk, num_seeds=self.seeds,
+                                 eval_every_chunks=self.eval_every_chunks,
+                                 eval_episodes=min(self.episodes, 32))
+
+    def learner_config(self, name: str, **overrides):
+        """The configuration of learner ``name`` (:data:`LEARNERS`) at this run's sizes."""
+        from jaxrrm.algos import bc, cql
+        from jaxrrm.algos.common import NetConfig
+
+        net = NetConfig(hidden=tuple(self.hidden), shared=False)
+        try:
+            if name == "bc":
+                return bc.BCConfig(net=net, **overrides)
+            overrides.setdefault("cql_alpha", self.cql_alpha)
+            return cql.CQLConfig(paradigm=name, critic_net=net, actor_net=net, **overrides)
+        except ValueError as e:
+            raise common.CliError(f"invalid learner setting: {e}") from None
+
+    def to_json(self) -> dict:
+        from jaxrrm import data
+
+        return {"preset": self.preset, "seeds": self.seeds, "episodes_per_seed": self.episodes,
+                "seed": self.seed, "dataset": dataclasses.asdict(self.spec),
+                "hidden": list(self.hidden), "updates": self.updates,
+                "batch_size": self.batch_size, "chunk_size": self.chunk_size,
+                "cql_alpha": self.cql_alpha, "env_config": data.config_to_json(self.cfg),
+                "env_params": data.params_to_json(self.params)}
+
+
+def fast_compile_for_quick(args) -> None:
+    """With ``--quick``, lower the XLA CPU backend's optimisation level (compilation about 5x
+    faster; numerics stay IEEE float32): a smoke run is dominated by compiling a dozen programs.
+    Only effective before JAX's backend starts, i.e. when called first thing in a process."""
+    import os
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if args.quick and "xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=0").strip()
+
+
+def resolve(args, name: str, **env_defaults) -> Run:
+    """Flags over the preset (``--quick`` over both) -> :class:`Run` (CliError on bad values).
+    Call it before any JAX computation (see :func:`fast_compile_for_quick`)."""
+    from jaxrrm import pipeline
+
+    fast_compile_for_quick(args)
+
+    preset = PRESETS["quick" if args.quick else args.preset]
+    seeds = preset.seeds or args.seeds
+    if preset.horizon is not None:
+        env_defaults.setdefault("horizon", preset.horizon)
+    cfg, params = common.make_env(args.env, **env_defaults)
+    size = args.dataset_size or preset.dataset_size
+    steps = args.behaviour_train_steps or preset.behaviour_train_steps
+    try:
+        spec = pipeline.DatasetSpec(behaviour=args.behaviour, size=size, seed=args.seed,
+                                    train_steps=max(steps, size) if args.behaviour in (
+                                        "sac", "dqn") else 0)
+    except ValueError as e:
+        raise common.CliError(f"invalid dataset setting: {e}") from None
+    return Run(name=name, preset="quick" if args.quick else args.preset, seeds=seeds,
+               episodes=preset.episodes if args.quick else (args.episodes or preset.episodes),
+               cfg=cfg, params=params, spec=spec, hidden=args.hidden or preset.hidden,
+               updates=preset.updates if args.quick else (args.updates or preset.updates),
+               batch_size=args.batch_size or preset.batch_size, chunk_size=preset.chunk_size,
+               eval_every_chunks=preset.eval_every_chunks, cql_alpha=args.cql_alpha,
+               seed=args.seed, progress=not args.no_progress, data_dir=args.data_dir,
+               rebuild=args.rebuild_dataset, behaviour_train_steps=steps)
+
+
+def dataset(run: Run, spec=None, cfg=None, params=None):
+    """Load or make the behaviour dataset (progress bar while making it)."""
+    from jaxrrm import data, pipeline
+
+    spec = spec or run.spec
+    cfg = cfg or run.cfg
+    params = params or run.params
+    bar = common.progress(None, f"dataset {spec.behaviour} {spec.size}", total=None,
+                          enabled=run.progress)
+
+    def progress(done, total, post):
+        if bar.total != total:
+            bar.reset(total=total)
+            bar.set_description(f"dataset: training {spec.behaviour}" if spec.online
+                                else f"dataset: collecting {spec.behaviour}")
+        bar.n = done
+        bar.set_postfix_str(post, refresh=False)
+        bar.refresh()
+
+    try:
+        beh = pipeline.load_or_build(spec, cfg, params, run.data_dir, progress=progress,
+                                     rebuild=run.rebuild)
+    except (ValueError, data.DatasetError) as e:
+        raise common.CliError(f"dataset: {e}") from None
+    finally:
+        bar.close()
+    if run.progress:
+        how = "made" if beh.built else "reused"
+        print(f"dataset {how}: {beh.path} ({beh.dataset.size} transitions, "
+              f"{beh.seconds:.0f} s)", file=sys.stderr)
+    return beh
+
+
+def train_learner(run: Run, label: str, learner_cfg, beh, test_keys, train_key, cfg=None,
+                  params=None, updates=None):
+    """Train ``run.seeds`` seeds of ``learner_cfg`` and evaluate them on ``test_keys``."""
+    from jaxrrm import pipeline, train
+
+    try:
+        return pipeline.train_and_evaluate(
+            train_key, beh.dataset, cfg or run.cfg, params or run.params, learner_cfg,
+            run.train_config(updates), test_keys, run.episodes, progress=run.progress,
+            progress_desc=label)
+    except train.NonFiniteLossError as e:
+        raise common.CliError(f"{label}: {e}") from None
+
+
+def evaluate_fixed(run: Run, names: Sequence[str], test_keys, cfg=None, params=None):
+    """Evaluate baselines by name on the test keys."""
+    from jaxrrm import baselines, pipeline
+
+    cfg, params = cfg or run.cfg, params or run.params
+    out = {}
+    bar = common.progress(list(names), "baselines", enabled=run.progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        try:
+            pol = baselines.make(name, cfg)
+        except ValueError as e:
+            raise common.CliError(str(e)) from None
+        out[name] = pipeline.evaluate_policy(pol, test_keys, cfg, params, run.episodes)
+    return out
+
+
+def write_outputs(out: "common.OutputDir", run: Run, results: Dict[str, object], summary: dict,
+                  extra_summary: Optional[dict] = None, plots: bool = True,
+                  title: Optional[str] = None, extra_config: Optional[dict] = None) -> None:
+    """config.json, summary.json/.csv, per_seed.json and (with ``plots``) the rate CDF, the
+    sum-vs-tail scatter and the learning curves. ``extra_config`` is added to config.json
+    (e.g. a study's swept values)."""
+    info = common.machine_info()
+    out.write_json("config.json", {"schema_version": common.SCHEMA_VERSION,
+                                   "experiment": run.name, "argv": sys.argv[1:],
+                                   **run.to_json(), **(extra_config or {}), "machine": info})
+    out.write_json("summary.json", {
+        "schema_version": common.SCHEMA_VERSION, "experiment": run.name, "seeds": run.seeds,
+        "episodes_per_seed": run.episodes, "score_mu": float(run.params.score_mu),
+        "methods": summary,
+        "train_seconds": {n: r.train_seconds for n, r in results.items()},
+        "eval_seconds": {n: r.eval_seconds for n, r in results.items()},
+        **(extra_summary or {}), "machine": info})
+    out.write_json("per_seed.json", {n: {k: v.tolist() for k, v in r.per_seed.items()}
+                                     for n, r in results.items()})
+    curves = {n: {"updates": r.history["eval_updates"].tolist(),
+                  **{k: v.tolist() for k, v in r.history["eval"].items()},
+                  "loss_updates": r.history["updates"].tolist(),
+                  "losses": {k: v.tolist() for k, v in r.history["metrics"].items()}}
+              for n, r in results.items() if r.history is not None}
+    if curves:
+        out.write_json("learning_curves.json", curves)
+    common.write_summary_csv(out.file("summary.csv"), summary)
+    if plots:
+        cfg = run.cfg
+        title = title or (f"{cfg.num_aps} APs, {cfg.num_ues} UEs, {run.seeds} seeds x "
+                          f"{run.episodes} episodes")
+        common.plot_rate_cdf(out.file("rate_cdf.png"), {n: r.ue_rates
+                                                        for n, r in results.items()}, title)
+        common.plot_sum_vs_tail(out.file("sum_vs_tail.png"), summary, title)
+        if curves:
+            common.plot_learning_curves(out.file("learning_curves.png"), curves, title)
+
+
+def print_table(run: Run, summary: dict, results: Dict[str, object], path: Path) -> None:
+    info = common.machine_info()
+    extra = {n: {"train [s]": f"{r.train_seconds:.0f}" if r.history is not None else "-"}
+             for n, r in results.items()}
+    cfg = run.cfg
+    print()
+    print(f"{cfg.num_aps} APs x {cfg.num_ues} UEs, N={cfg.num_candidates}, T={cfg.horizon}, "
+          f"{run.seeds} seeds x {run.episodes} test episodes, score = sum + "
+          f"{float(run.params.score_mu):g} x 5%-rate (mean ± 95% CI over seeds); "
+          f"{info['cpu']}, JAX {info['jax']} ({info['backend']})")
+    print(common.format_table(summary, extra))
+    print(f"\nwritten to {path}")
+
+
+# --------------------------------------------------------------------------------------------
+# Studies: a sweep of variants of the main job
+# --------------------------------------------------------------------------------------------
+
+def train_learner_envs(run: Run, label: str, learner_cfg, beh, test_keys, train_key,
+                       test_envs: Dict[str, tuple], cfg=None, params=None):
+    """Train ``run.seeds`` seeds of ``learner_cfg`` once (on ``cfg, params``, default the run's)
+    and evaluate them under each of ``test_envs`` (``{name: (cfg, params)}``)
+    -> ``{name: MethodResult}`` (:func:`jaxrrm.pipeline.train_and_evaluate_envs`)."""
+    from jaxrrm import pipeline, train
+
+    try:
+        return pipeline.train_and_evaluate_envs(
+            train_key, beh.dataset, cfg or run.cfg, params or run.params, learner_cfg,
+            run.train_config(), test_keys, run.episodes, test_envs, progress=run.progress,
+            progress_desc=label)
+    except train.NonFiniteLossError as e:
+        raise common.CliError(f"{label}: {e}") from None
+    except ValueError as e:
+        raise common.CliError(f"{label}: {e}") from None
+
+
+@dataclasses.dataclass
+class Variant:
+    """One point of a study's sweep: a dataset, an environment and learner settings.
+
+    Attributes:
+      label: prefix of its methods' names in summary.json (``"<label> / <method>"``).
+      value: the swept value, as reported (a number, or a name for a categorical sweep).
+      cfg, params: environment of its dataset and of its test episodes (``None``: the run's).
+      spec: its dataset (``None``: the run's).
+      behaviour: a ready :class:`jaxrrm.pipeline.Behaviour`, or a function of no arguments
+        that returns one when the variant's turn comes (overrides ``spec``).
+      learner_overrides: extra fields of every learner's configuration (e.g. ``cql_alpha``).
+      evaluate_behaviour: also evaluate the behaviour policy itself (``"<label> / behaviour"``).
+    """
+
+    label: str
+    value: object
+    cfg: object = None
+    params: object = None
+    spec: object = None
+    behaviour: object = None
+    learner_overrides: dict = dataclasses.field(default_factory=dict)
+    evaluate_behaviour: bool = False
+
+    @property
+    def own_env(self) -> bool:
+        return self.cfg is not None or self.params is not None
+
+
+def stats_of(summary_entry: dict) -> dict:
+    """The metrics of a summary entry a sweep row carries."""
+    return {k: summary_entry[k] for k in ("score", "relative_score", "sum_rate", "p5_rate",
+                                          "return") if k in summary_entry}
+
+
+def run_variants(run: Run, variants: Sequence[Variant], learners: Sequence[str],
+                 baselines: Sequence[str], test_keys, train_key):
+    """Evaluate the baselines, make (or reuse) each variant's dataset, train each learner on it
+    and evaluate everything on the same test keys.
+
+    When no variant has its own environment, the baselines are evaluated once (plain names) and
+    the relative score of every method is against ``tdm``; otherwise they are evaluated in each
+    variant's environment (``"<label> / <baseline>"``) and each variant's relative scores are
+    against its own ``tdm``. ``tdm`` is always evaluated.
+
+    Returns:
+      ``(results, summary, rows)``: ``{label: MethodResult}``, :func:`jaxrrm.pipeline.summarize`
+      of them, and the sweep rows ``[{"value", "variant", "method", "label", "kind",
+      "score", "relative_score", "sum_rate", "p5_rate", "return"}]`` (each metric
+      ``{"mean", "ci95"}``; ``kind`` is ``"learner"``, ``"behaviour"`` or ``"baseline"``; the
+      baselines appear once per variant only when the environments differ), and
+      ``{label: dataset_info}`` of each variant's dataset.
+    """
+    from jaxrrm import pipeline
+
+    names = list(dict.fromkeys(["tdm"] + list(baselines)))
+    per_env = any(v.own_env for v in variants)
+    labels = [v.label for v in variants]
+    if len(set(labels)) != len(labels):
+        raise common.CliError(f"duplicate sweep values: {labels}")
+    results: Dict[str, object] = {}
+    datasets: Dict[str, dict] = {}
+    groups = []   # (variant, {method: result label}, reference label)
+    if not per_env:
+        results.update(evaluate_fixed(run, names, test_keys))
+    for v in variants:
+        cfg, params = v.cfg or run.cfg, v.params or run.params
+        members = {}
+        if per_env:
+            for name, res in evaluate_fixed(run, names, test_keys, cfg, params).items():
+                results[f"{v.label} / {name}"] = res
+                members[name] = (f"{v.label} / {name}", "baseline")
+        beh = (v.behaviour() if callable(v.behaviour) else v.behaviour) or dataset(
+            run, v.spec, cfg, params)
+        datasets[v.label] = dataset_info(beh)
+        if v.evaluate_behaviour and beh.policy is not None:
+            label = f"{v.label} / behaviour"
+            results[label] = pipeline.evaluate_policy(beh.policy, test_keys, cfg, params,
+                                                      run.episodes)
+            members["behaviour"] = (label, "behaviour")
+        for name in learners:
+            method = LEARNERS[name]
+            label = f"{v.label} / {method}"
+            lc = run.learner_config(name, **v.learner_overrides)
+            results[label] = train_learner(run, label, lc, beh, test_keys, train_key, cfg,
+                                           params)
+            members[method] = (label, "learner")
+        groups.append((v, members, f"{v.label} / tdm" if per_env else "tdm"))
+    if per_env:
+        summary = {}
+        for v, members, ref in groups:
+            summary.update(pipeline.summarize({lab: results[lab] for lab, _ in
+                                               members.values()}, ref))
+    else:
+        summary = pipeline.summarize(results, "tdm")
+    rows = [{"value": v.value, "variant": v.label, "method": method, "label": lab,
+             "kind": kind, **stats_of(summary[lab])}
+            for v, members, _ in groups for method, (lab, kind) in members.items()]
+    return results, summary, rows, datasets
+
+
+def dataset_info(beh) -> dict:
+    """Where a behaviour dataset came from (for summary.json)."""
+    return {"behaviour": beh.meta.get("behaviour"), "size": int(beh.dataset.size),
+            "path": None if beh.path is None else str(beh.path),
+            "fingerprint": beh.meta.get("fingerprint"), "built": bool(beh.built),
+            "seconds": float(beh.seconds), "mean_reward": float(beh.dataset.reward.mean())}
+
+
+def rows_of(rows: Sequence[dict], method: str) -> list:
+    """The sweep rows of one method, in sweep order."""
+    return [r for r in rows if r["method"] == method]
+
+
+def paired(results: Dict[str, object], a: str, b: str, metric: str = "score") -> dict:
+    """Paired per-seed difference ``a - b`` of ``metric`` (:func:`pipeline.paired_difference`)."""
+    from jaxrrm import pipeline
+
+    return pipeline.paired_difference(results[a].per_seed[metric], results[b].per_seed[metric])
+
+
+def print_sweep(rows: Sequence[dict], value_name: str) -> None:
+    """A compact table of the sweep: one line per (value, method)."""
+    from experiments.common import fmt_ci
+
+    header = [value_name, "method", "score [Mbit/s]", "rel. score (TDM=1)", "sum rate",
+              "5%-rate", "return"]
+    body = [[str(r["value"]), r["method"]] + [fmt_ci(r[k], d) if k in r else "-" for k, d in
+                                              (("score", 2), ("relative_score", 3),
+                                               ("sum_rate", 2), ("p5_rate", 3),
+                                               ("return", 1))] for r in rows]
+    widths = [max(len(x[i]) for x in [header] + body) for i in range(len(header))]
+    print()
+    for line in [header, ["-" * w for w in widths]] + body:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+
+
+def run_study(args, run_: Run, variants: Sequence[Variant], *, learners: Sequence[str],
+              baselines: Sequence[str], sweep_key: str, value_name: str, plot=None,
+              analyse=None, extra_config: Optional[dict] = None):
+    """The whole of a sweep study: :func:`run_variants` into an atomic output directory with the
+    usual files (:func:`write_outputs`), ``summary.json``'s ``sweep_key`` section (the rows),
+    whatever ``analyse(results, summary, rows) -> dict`` adds to summary.json, and
+    ``plot(out_dir, summary, rows, title)`` for the study's own figure. Prints the tables.
+
+    Returns:
+      ``(path, extra)``: the output directory and the study's sections of summary.json."""
+    import jax
+
+    from jaxrrm import evaluate
+
+    out = common.OutputDir(args.out or common.default_out_dir(run_.name),
+                           overwrite=args.overwrite)
+    try:
+        test_keys = evaluate.seed_keys(args.seed, run_.seeds)
+        train_key = jax.random.fold_in(jax.random.key(args.seed), 0x0FF1)
+        results, summary, rows, datasets = run_variants(run_, variants, learners, baselines,
+                                                        test_keys, train_key)
+        extra = {sweep_key: {"parameter": value_name, "values": [v.value for v in variants],
+                             "rows": rows}, "datasets": datasets}
+        if analyse is not None:
+            extra.update(analyse(results, summary, rows))
+        write_outputs(out, run_, results, summary, extra_summary=extra,
+                      plots=not args.no_plots,
+                      extra_config={"study": {sweep_key: [v.value for v in variants],
+                                              **(extra_config or {})}})
+        if plot is not None and not args.no_plots:
+            cfg = run_.cfg
+            plot(out, summary, rows, f"{cfg.num_aps} APs, {cfg.num_ues} UEs, {run_.seeds} seeds "
+                                     f"x {run_.episodes} episodes")
+        path = out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    print_table(run_, summary, results, path)
+    print_sweep(rows, value_name)
+    return path, extra
+
+
+#: Baselines the studies evaluate by default (``tdm`` is always added: the relative score's
+#: reference); ``full_reuse`` is the best decentralized heuristic, ``exhaustive`` the per-slot
+#: oracle.
+STUDY_BASELINES = ("full_reuse", "exhaustive")
+
+#: Seeds of a study by default (the main job's 16 would double every study's cost).
+STUDY_SEEDS = 8
+
+
+def add_study_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = ("ctde",),
+                        omit: Sequence[str] = (), learner_choices=None,
+                        baselines: Sequence[str] = STUDY_BASELINES) -> None:
+    """:func:`add_run_arguments` with the studies' defaults (:data:`STUDY_SEEDS` seeds, the
+    given learners) and ``--baselines``."""
+    from jaxrrm.baselines import NAMES
+
+    add_run_arguments(p, learners=learners, omit=omit, learner_choices=learner_choices,
+                      seeds=STUDY_SEEDS)
+    p.add_argument("--baselines", nargs="+", choices=NAMES, default=list(baselines),
+                   help="baselines evaluated on the same test episodes ('tdm' is always added: "
+                        "it is the reference of the relative score)")
+
+
+def sweep_values(args, flag: str, defaults: Dict[str, Sequence]):
+    """The values of a sweep flag: the user's (each once), else the preset's default
+    (``defaults`` keyed by ``"default"``, ``"paper"`` and ``"quick"``)."""
+    given = getattr(args, flag.lstrip("-").replace("-", "_"))
+    if given is not None:
+        return common.unique(given, flag)
+    return list(defaults["quick" if args.quick else args.preset])

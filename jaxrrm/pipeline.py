@@ -1,0 +1,495 @@
+"""End-to-end building blocks of the experiments: behaviour datasets made once and cached, offline
+learners trained over many seeds, and every method evaluated on the same held-out episodes.
+
+The experiment entry points (:mod:`experiments.ctde` and the studies) are thin shells around
+these functions: they parse arguments, draw progress bars and write files; everything that decides
+*what* is trained and evaluated lives here, so that the studies and the main job cannot drift
+apart.
+
+Datasets
+--------
+A :class:`DatasetSpec` names a behaviour policy (an online learner, ``"sac"`` or ``"dqn"``,
+trained first on the vectorized environment; ``"random_walk"``; or a baseline), the number of
+transitions and a seed. :func:`build_dataset` makes it; :func:`load_or_build` keeps it in a cache
+directory under a name derived from the SHA-256 of the spec, the environment configuration and
+parameters and the dataset schema version (:func:`cache_name`), so a dataset is made once per
+full configuration and any change of it makes a new one. The trained behaviour learner's
+parameters are kept beside the dataset (``behaviour_params.msgpack``, with its SHA-256 in
+``behaviour_params.json``), so the behaviour policy itself can be evaluated later.
+
+Evaluation protocol
+-------------------
+Every method is evaluated on the *test keys* of the run (:func:`jaxrrm.evaluate.seed_keys`): seed
+``s`` of every method sees the same ``E`` episodes, so per-seed comparisons are paired and the
+relative score (TDM = 1) is computed seed by seed. Learned policies are greedy. The learning
+curves recorded during training use other, salted keys (:func:`jaxrrm.train.eval_keys_for`), and
+nothing is ever selected on the test episodes: the reported learner is the one after the last
+update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+import jax
+import numpy as np
+
+from . import baselines, data, evaluate, train
+from .algos import ONLINE_LEARNERS
+from .algos import common as algo_common
+from .algos.common import is_int, is_num, require
+from .config import EnvConfig, EnvParams
+
+#: Behaviours a :class:`DatasetSpec` accepts: the fixed ones of :mod:`jaxrrm.data` (baselines and
+#: ``random_walk``) and the online learners (trained first).
+BEHAVIOURS = tuple(data.BEHAVIOURS) + tuple(n for n in ONLINE_LEARNERS
+                                            if n not in data.BEHAVIOURS)
+
+#: Progress callback: ``progress(done, total, postfix)`` (e.g. a tqdm bar's update).
+Progress = Callable[[int, int, str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What behaviour dataset to make (frozen, hashable; validated on construction).
+
+    Attributes:
+      behaviour: one of :data:`BEHAVIOURS`.
+      size: transitions to keep (>= 1).
+      seed: integer seed of the behaviour's training / collection.
+      train_steps: online learners only: transitions of the training run (rounded up to whole
+        training chunks); 0 means ``max(size, 128_000)``.
+      source: online learners only: ``"stream"`` keeps a slice of the training stream (the
+        transitions the learner generated while it learned, as the paper's datasets);
+        ``"policy"`` rolls out the finished policy.
+      stream_start: ``"stream"`` only: where the slice starts as a fraction of the training run,
+        in [0, 1); ``None`` keeps the last ``size`` transitions.
+      epsilon: probability of a uniformly random valid action per AP and slot, in [0, 1]
+        (fixed behaviours and ``source="policy"``).
+    """
+
+    behaviour: str = "sac"
+    size: int = 100_000
+    seed: int = 0
+    train_steps: int = 0
+    source: str = "stream"
+    stream_start: Optional[float] = None
+    epsilon: float = 0.0
+
+    def __post_init__(self):
+        require(self.behaviour in BEHAVIOURS, "behaviour", f"one of {BEHAVIOURS}",
+                self.behaviour)
+        require(is_int(self.size) and self.size >= 1, "size", "an integer >= 1", self.size)
+        require(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        require(is_int(self.train_steps) and self.train_steps >= 0, "train_steps",
+                "an integer >= 0 (0: max(size, 128000))", self.train_steps)
+        require(self.source in ("stream", "policy"), "source", "'stream' or 'policy'",
+                self.source)
+        require(self.stream_start is None or (is_num(self.stream_start)
+                                              and 0.0 <= self.stream_start < 1.0),
+                "stream_start", "None or a number in [0, 1)", self.stream_start)
+        require(is_num(self.epsilon) and 0.0 <= self.epsilon <= 1.0, "epsilon", "[0, 1]",
+                self.epsilon)
+
+    @property
+    def online(self) -> bool:
+        """Whether the behaviour is an online learner trained before collection."""
+        return self.behaviour in ONLINE_LEARNERS
+
+    def replace(self, **kw) -> "DatasetSpec":
+        return dataclasses.replace(self, **kw)
+
+
+def _sha256_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_name(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams) -> str:
+    """Directory name of ``spec``'s dataset in a cache: ``<behaviour>-<size>-<hash16>``, the hash
+    being the SHA-256 of the spec, the environment configuration and parameters, and the
+    dataset schema version (any change of them gives another name)."""
+    h = _sha256_json({"spec": dataclasses.asdict(spec), "env_config": data.config_to_json(cfg),
+                      "env_params": data.params_to_json(params),
+                      "schema": data.SCHEMA_VERSION})
+    return f"{spec.behaviour}-{spec.size}-{h[:16]}"
+
+
+class Behaviour(NamedTuple):
+    """A behaviour dataset and where it came from.
+
+    Attributes:
+      dataset: :class:`jaxrrm.data.Transitions` (NumPy leaves, possibly memory-mapped).
+      meta: its metadata (:func:`jaxrrm.data.load`).
+      path: its directory (``None`` when not saved).
+      policy: the behaviour policy (greedy for online learners, the fixed policy otherwise) as
+        a :data:`jaxrrm.env.Policy`, or ``None`` for ``random_walk``.
+      built: whether it was made by this call (``False``: loaded from the cache).
+      seconds: wall time of making or loading it.
+    """
+
+    dataset: data.Transitions
+    meta: Dict[str, Any]
+    path: Optional[Path]
+    policy: Optional[Callable]
+    built: bool
+    seconds: float
+
+
+def _online_plan(spec: DatasetSpec, algo_cfg) -> Tuple[int, int, float]:
+    """(chunks, total transitions, stream start fraction) of an online behaviour's training."""
+    per_chunk = algo_cfg.transitions_per_chunk
+    train_steps = spec.train_steps or max(spec.size, 128_000)
+    num_chunks = math.ceil(train_steps / per_chunk)
+    total = num_chunks * per_chunk
+    start = spec.stream_start
+    if spec.source == "stream":
+        if spec.size > total:
+            raise ValueError(f"DatasetSpec.size={spec.size} is more than the {total} transitions "
+                             f"of the training run: raise train_steps or use source='policy'")
+        if start is None:  # the last `size` transitions, the best-trained part of the run
+            steps = num_chunks * algo_cfg.steps_per_chunk
+            start = math.floor(max(0.0, (total - spec.size) / total) * steps) / steps
+    return num_chunks, total, start
+
+
+def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
+                  progress: Optional[Progress] = None):
+    """Make ``spec``'s dataset.
+
+    Online behaviours (``sac``, ``dqn``) are trained for ``train_steps`` transitions with their
+    default configuration (:mod:`jaxrrm.algos.sac`, :mod:`jaxrrm.algos.dqn`), their greedy policy
+    evaluated on 4 held-out seeds x 64 episodes every 10 chunks (the learning curve kept in the
+    metadata), then the dataset is a slice of the training stream or rollouts of the finished
+    policy (``spec.source``). Fixed behaviours are collected with
+    :func:`jaxrrm.data.collect`.
+
+    Returns:
+      ``(dataset, meta, behaviour_params)``: NumPy :class:`~jaxrrm.data.Transitions`, metadata
+      for :func:`jaxrrm.data.save` and the trained learner's parameters (``None`` for fixed
+      behaviours).
+
+    Raises:
+      ValueError: ``spec`` cannot be made (e.g. ``size`` larger than the training stream).
+    """
+    if not spec.online:
+        def collect_progress(n):
+            if progress is not None:
+                progress(n, spec.size, "")
+
+        ds, meta = data.collect(spec.seed, spec.behaviour, params, cfg, spec.size, spec.epsilon,
+                                progress=collect_progress)
+        meta["spec"] = dataclasses.asdict(spec)
+        return ds, meta, None
+
+    module, config_cls = ONLINE_LEARNERS[spec.behaviour]
+    algo_cfg = config_cls()
+    num_chunks, total, start = _online_plan(spec, algo_cfg)
+    trainer = module.make_train(cfg, params, algo_cfg, eval_episodes=64)
+    eval_seed = spec.seed + 1_000_003
+    eval_keys = jax.random.split(jax.random.key(eval_seed), 4)
+    chunks = []
+
+    def on_chunk(c, ts, m, trs):
+        if spec.source == "stream":
+            chunks.append(data.to_numpy(trs))
+        if progress is not None:
+            post = " ".join(f"{k}={m[k]:.3g}" for k in ("reward", "q") if k in m)
+            if "eval_score" in m:
+                post += f" score={m['eval_score']:.1f}"
+            progress(c + 1, num_chunks, post)
+
+    t0 = time.perf_counter()
+    ts, history = algo_common.fit(trainer, jax.random.key(spec.seed), num_chunks,
+                                  eval_keys=eval_keys, eval_every=10, on_chunk=on_chunk)
+    train_seconds = time.perf_counter() - t0
+    if spec.source == "stream":
+        stream = data.concatenate(chunks, renumber_episodes=False)
+        del chunks
+        dataset = data.slice_stream(stream, start, spec.size, num_envs=algo_cfg.num_envs)
+        source_cfg = {"source": "stream", "stream_start": start, "train_transitions": total}
+    else:
+        pol = trainer.policy(ts.params, greedy=spec.epsilon == 0.0)
+        dataset = data.collect_policy(jax.random.key(spec.seed + 7), pol, params, cfg,
+                                      spec.size, spec.epsilon)
+        source_cfg = {"source": "policy", "epsilon": spec.epsilon, "train_transitions": total}
+    behaviour_cfg = {"algorithm": spec.behaviour, **dataclasses.asdict(algo_cfg), **source_cfg,
+                     "train_seconds": train_seconds, "learning_curve": history}
+    meta = data.make_meta(cfg, params, spec.behaviour, behaviour_cfg,
+                          {"train": int(spec.seed), "eval": int(eval_seed)},
+                          spec=dataclasses.asdict(spec))
+    return data.to_numpy(dataset), meta, jax.device_get(ts.params)
+
+
+def behaviour_policy(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, behaviour_params=None):
+    """The behaviour policy of ``spec`` (greedy for online learners; ``None`` for random walk).
+
+    ``behaviour_params`` are the trained learner's parameters (:func:`build_dataset`)."""
+    if spec.online:
+        if behaviour_params is None:
+            return None
+        module, config_cls = ONLINE_LEARNERS[spec.behaviour]
+        trainer = module.make_train(cfg, params, config_cls())
+        return trainer.policy(behaviour_params, greedy=True)
+    if spec.behaviour in baselines.NAMES:
+        return baselines.make(spec.behaviour, cfg)
+    return None
+
+
+def _params_template(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams):
+    module, config_cls = ONLINE_LEARNERS[spec.behaviour]
+    trainer = module.make_train(cfg, params, config_cls())
+    return jax.device_get(trainer.init(jax.random.key(0)).params)
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_behaviour_params(path: Path, behaviour_params) -> None:
+    """Write ``behaviour_params.msgpack`` (flax serialization) and ``behaviour_params.json``
+    (its SHA-256) into the directory ``path``, each atomically."""
+    from flax import serialization
+
+    payload = serialization.to_bytes(behaviour_params)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path / "behaviour_params.msgpack", payload)
+    _write_atomic(path / "behaviour_params.json", json.dumps(
+        {"schema_version": 1, "sha256": hashlib.sha256(payload).hexdigest()}).encode())
+
+
+def load_behaviour_params(path: Path, template):
+    """Read what :func:`save_behaviour_params` wrote, checking the SHA-256.
+
+    Raises:
+      jaxrrm.data.DatasetError: missing or corrupted files.
+    """
+    from flax import serialization
+
+    path = Path(path)
+    try:
+        payload = (path / "behaviour_params.msgpack").read_bytes()
+        want = json.loads((path / "behaviour_params.json").read_text())["sha256"]
+    except (OSError, ValueError, KeyError) as e:
+        raise data.DatasetError(f"{path}: behaviour parameters missing or unreadable ({e})") \
+            from None
+    if hashlib.sha256(payload).hexdigest() != want:
+        raise data.DatasetError(f"{path / 'behaviour_params.msgpack'}: SHA-256 mismatch "
+                                "(corrupted); delete the cache entry to rebuild it")
+    return serialization.from_bytes(template, payload)
+
+
+def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_dir,
+                  progress: Optional[Progress] = None, rebuild: bool = False) -> Behaviour:
+    """``spec``'s dataset from ``cache_dir`` (:func:`cache_name`), made and saved there first
+    when absent (or when ``rebuild``).
+
+    The cache entry is a directory holding the dataset (``dataset/``, :func:`jaxrrm.data.save`:
+    atomic, checksummed) and, for online behaviours, the learner's parameters. Loading verifies
+    every checksum and the environment configuration (:func:`jaxrrm.data.load`).
+
+    Raises:
+      jaxrrm.data.DatasetError: a cache entry exists but is corrupted (the message says which
+        file; delete the entry or pass ``rebuild=True``).
+    """
+    t0 = time.perf_counter()
+    entry = Path(cache_dir) / cache_name(spec, cfg, params)
+    ds_path = entry / "dataset"
+    complete = ds_path.exists() and (not spec.online
+                                     or (entry / "behaviour_params.json").exists())
+    if complete and not rebuild:
+        dataset, meta = data.load(ds_path, expected_cfg=cfg)
+        bparams = (load_behaviour_params(entry, _params_template(spec, cfg, params))
+                   if spec.online else None)
+        return Behaviour(dataset, meta, ds_path,
+                         behaviour_policy(spec, cfg, params, bparams), False,
+                         time.perf_counter() - t0)
+    dataset, meta, bparams = build_dataset(spec, cfg, params, progress)
+    meta["build_seconds"] = time.perf_counter() - t0
+    entry.mkdir(parents=True, exist_ok=True)
+    if bparams is not None:  # parameters first: the dataset's presence marks a full entry
+        save_behaviour_params(entry, bparams)
+    meta = data.save(ds_path, dataset, meta, overwrite=True)
+    return Behaviour(dataset, meta, ds_path, behaviour_policy(spec, cfg, params, bparams), True,
+                     time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------------
+# Methods: train and evaluate
+# --------------------------------------------------------------------------------------------
+
+class MethodResult(NamedTuple):
+    """One method's results on the test keys.
+
+    Attributes:
+      per_seed: ``{"sum_rate", "p5_rate", "score", "return"} -> [S]`` float64
+        (:func:`jaxrrm.evaluate.seed_metrics`; ``relative_score`` added by
+        :func:`jaxrrm.evaluate.add_relative`).
+      ue_rates: ``[S, E, K]`` float32, per-UE average rates [Mbit/s] of every test episode.
+      history: the trainer's history (learning curves; :class:`jaxrrm.train.TrainResult`), or
+        ``None`` for fixed policies.
+      train_seconds: wall time of training (0 for fixed policies), compile time included.
+      eval_seconds: wall time of the test evaluation.
+    """
+
+    per_seed: Dict[str, np.ndarray]
+    ue_rates: np.ndarray
+    history: Optional[Dict[str, Any]]
+    train_seconds: float
+    eval_seconds: float
+
+
+def evaluate_policy(policy, test_keys, cfg: EnvConfig, params: EnvParams,
+                    num_episodes: int) -> MethodResult:
+    """A fixed policy (a baseline or the behaviour policy) on the test keys ``[S]``: seed ``s``
+    runs ``num_episodes`` episodes from ``test_keys[s]``."""
+    t0 = time.perf_counter()
+    rates, ret = evaluate.rollout_seeds(test_keys, policy, params, cfg, num_episodes)
+    rates = np.asarray(jax.block_until_ready(rates))
+    per_seed = evaluate.seed_metrics(rates, params.score_mu)
+    per_seed["return"] = np.asarray(ret, np.float64)
+    return MethodResult(per_seed, rates, None, 0.0, time.perf_counter() - t0)
+
+
+def train_and_evaluate(train_key, dataset, cfg: EnvConfig, params: EnvParams, learner_cfg,
+                       train_cfg: train.TrainConfig, test_keys, num_episodes: int,
+                       callback=None, progress: bool = False,
+                       progress_desc: str = "training") -> MethodResult:
+    """Train ``train_cfg.num_seeds`` seeds of ``learner_cfg`` on ``dataset`` in one vmapped run
+    (:func:`jaxrrm.train.train`, learning curves on salted keys), then evaluate seed ``s``'s
+    greedy policy on ``test_keys[s]`` for ``num_episodes`` episodes.
+
+    Raises:
+      ValueError: ``test_keys`` has not ``train_cfg.num_seeds`` keys.
+      jaxrrm.train.NonFiniteLossError: a loss became non-finite (see :func:`jaxrrm.train.train`).
+    """
+    s = train_cfg.num_seeds
+    if len(test_keys) != s:
+        raise ValueError(f"test_keys has {len(test_keys)} keys; train_cfg.num_seeds is {s}")
+    trainer = train.make_train(cfg, params, learner_cfg, train_cfg)
+    t0 = time.perf_counter()
+    res = trainer.train(train_key, dataset, callback=callback, progress=progress,
+                        progress_desc=progress_desc)
+    jax.block_until_ready(res.state)
+    t1 = time.perf_counter()
+    rates, ret = trainer.evaluate_rates(res.state.learner, test_keys, num_episodes)
+    rates = np.asarray(jax.block_until_ready(rates))
+    per_seed = evaluate.seed_metrics(rates, params.score_mu)
+    per_seed["return"] = np.asarray(ret, np.float64)
+    return MethodResult(per_seed, rates, res.history, t1 - t0, time.perf_counter() - t1)
+
+
+def summarize(results: Dict[str, MethodResult], reference: str = "tdm") -> Dict[str, dict]:
+    """``{method: {metric: {"mean", "ci95"}}}`` over seeds, with the paired relative score
+    (``reference`` = 1 seed by seed; skipped when ``reference`` is absent) and the return.
+
+    Adds ``relative_score`` to each result's ``per_seed`` in place."""
+    per_seed = {n: r.per_seed for n, r in results.items()}
+    if reference in per_seed:
+        evaluate.add_relative(per_seed, reference)
+    out = {}
+    for name, m in per_seed.items():
+        out[name] = evaluate.summarize(m, [k for k in evaluate.METRIC_NAMES if k in m])
+        out[name]["return"] = dict(zip(("mean", "ci95"), evaluate.metrics.mean_ci95(m["return"])))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Studies: sub-datasets and evaluation of one trained learner under other environments
+# --------------------------------------------------------------------------------------------
+
+def last_transitions(dataset: data.Transitions, n: int) -> data.Transitions:
+    """The last ``n`` transitions (rows) of ``dataset``, as views of its arrays.
+
+    For a dataset sliced from an online learner's training stream (:func:`build_dataset`,
+    ``source="stream"``), the last ``n`` rows are the last ``n`` transitions that learner
+    generated, i.e. the dataset of size ``n`` the same training run would have given: a study
+    of the dataset size can train the behaviour once, for the largest size, and take the
+    smaller datasets from it (nested, so each is the best-trained part of the larger ones).
+
+    Raises:
+      ValueError: ``n`` is not an integer in ``[1, dataset.size]``.
+    """
+    require(is_int(n) and 1 <= n <= dataset.size, "n", f"an integer in [1, {dataset.size}]", n)
+    return jax.tree.map(lambda x: x[x.shape[0] - int(n):], dataset)
+
+
+def check_same_shapes(cfg: EnvConfig, other: EnvConfig) -> None:
+    """Raise ``ValueError`` unless a policy learned under ``cfg`` can act under ``other``: the
+    same number of APs, candidates per AP and actions (observation, state and action shapes)."""
+    for name in ("num_aps", "num_candidates", "allow_idle"):
+        if getattr(cfg, name) != getattr(other, name):
+            raise ValueError(f"test environment has {name}={getattr(other, name)!r}, the "
+                             f"training environment {getattr(cfg, name)!r}: the learned "
+                             "networks' shapes would not fit")
+
+
+def train_and_evaluate_envs(train_key, dataset, cfg: EnvConfig, params: EnvParams, learner_cfg,
+                            train_cfg: train.TrainConfig, test_keys, num_episodes: int,
+                            test_envs: Dict[str, Tuple[EnvConfig, EnvParams]],
+                            callback=None, progress: bool = False,
+                            progress_desc: str = "training") -> Dict[str, MethodResult]:
+    """As :func:`train_and_evaluate`, but the learners trained once under ``(cfg, params)`` are
+    evaluated under every test environment of ``test_envs`` (``{name: (cfg, params)}``, e.g.
+    the training environment with UE mobility on, or with another reward to read the returns
+    under it), each on the same ``test_keys``.
+
+    Returns:
+      ``{name: MethodResult}`` in the order of ``test_envs``; all share the training history
+      and ``train_seconds``.
+
+    Raises:
+      ValueError: a test environment's shapes differ from ``cfg``'s (:func:`check_same_shapes`)
+        or ``test_keys`` has not ``train_cfg.num_seeds`` keys.
+      jaxrrm.train.NonFiniteLossError: a loss became non-finite.
+    """
+    s = train_cfg.num_seeds
+    if len(test_keys) != s:
+        raise ValueError(f"test_keys has {len(test_keys)} keys; train_cfg.num_seeds is {s}")
+    for tcfg, _ in test_envs.values():
+        check_same_shapes(cfg, tcfg)
+    trainer = train.make_train(cfg, params, learner_cfg, train_cfg)
+    t0 = time.perf_counter()
+    res = trainer.train(train_key, dataset, callback=callback, progress=progress,
+                        progress_desc=progress_desc)
+    jax.block_until_ready(res.state)
+    train_seconds = time.perf_counter() - t0
+    out = {}
+    for name, (tcfg, tparams) in test_envs.items():
+        t1 = time.perf_counter()
+        tester = train.make_train(tcfg, tparams, learner_cfg, train_cfg)
+        rates, ret = tester.evaluate_rates(res.state.learner, test_keys, num_episodes)
+        rates = np.asarray(jax.block_until_ready(rates))
+        per_seed = evaluate.seed_metrics(rates, tparams.score_mu)
+        per_seed["return"] = np.asarray(ret, np.float64)
+        out[name] = MethodResult(per_seed, rates, res.history, train_seconds,
+                                 time.perf_counter() - t1)
+    return out
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
+    """Mean and 95% CI half-width over seeds of ``a - b`` (per-seed metrics of two methods on
+    the same test episodes, so the difference is paired), and whether the interval excludes 0
+    (``"sign"``: +1 above, -1 below, 0 inconclusive)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    mean, ci = evaluate.metrics.mean_ci95(d)
+    ci_ = ci if np.isfinite(ci) else np.inf
+    sign = 1 if mean - ci_ > 0 else (-1 if mean + ci_ < 0 else 0)
+    return {"mean": float(mean), "ci95": float(ci), "sign": sign}
