@@ -113,82 +113,50 @@ def run(args) -> Path:
 
 def _collect_online(args, cfg, params) -> Path:
     """Train an online learner (sac, dqn), then keep a slice of its transition stream or roll
-    out the finished policy."""
-    import dataclasses
-    import math
-
-    import jax
+    out the finished policy (:func:`jaxrrm.pipeline.build_dataset`)."""
     import numpy as np
 
     from experiments import common
-    from jaxrrm import data
-    from jaxrrm.algos import ONLINE_LEARNERS
-    from jaxrrm.algos import common as algo_common
+    from jaxrrm import data, pipeline
 
-    module, config_cls = ONLINE_LEARNERS[args.behaviour]
-    algo_cfg = config_cls()
-    per_chunk = algo_cfg.transitions_per_chunk
-    train_steps = args.train_steps or max(args.size, 256_000)
-    num_chunks = math.ceil(train_steps / per_chunk)
-    total = num_chunks * per_chunk
-    if args.source == "stream" and args.size > total:
-        raise common.CliError(f"--size {args.size} is more than the {total} transitions of the "
-                              f"training run: raise --train-steps or use --source policy")
-    start = args.stream_start
-    if start is None:  # default: the last --size transitions, the best-trained part of the run
-        start = max(0.0, (total - args.size) / total)
-        start = math.floor(start * num_chunks * algo_cfg.steps_per_chunk) / (
-            num_chunks * algo_cfg.steps_per_chunk)
-    trainer = module.make_train(cfg, params, algo_cfg, eval_episodes=args.eval_episodes)
-    eval_keys = jax.random.split(jax.random.key(args.seed + 1_000_003), 4)
-    chunks = []
-    bar = common.progress(range(num_chunks), f"training {args.behaviour}", total=num_chunks,
+    try:
+        spec = pipeline.DatasetSpec(
+            behaviour=args.behaviour, size=args.size, seed=args.seed,
+            train_steps=args.train_steps or max(args.size, 256_000), source=args.source,
+            stream_start=args.stream_start, epsilon=args.epsilon)
+    except ValueError as e:
+        raise common.CliError(str(e)) from None
+    bar = common.progress(None, f"training {args.behaviour}", total=None,
                           enabled=not args.no_progress)
 
-    def on_chunk(c, ts, m, trs):
-        if args.source == "stream":
-            chunks.append(data.to_numpy(trs))
-        bar.update(1)
-        bar.set_postfix_str(" ".join(f"{k}={m[k]:.3g}" for k in ("reward", "q") if k in m)
-                            + (f" score={m['eval_score']:.1f}" if "eval_score" in m else ""))
+    def progress(done, total, post):
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(post, refresh=False)
+        bar.refresh()
 
     t0 = time.perf_counter()
     try:
-        ts, history = algo_common.fit(trainer, jax.random.key(args.seed), num_chunks,
-                                      eval_keys=eval_keys, eval_every=args.eval_every,
-                                      on_chunk=on_chunk)
+        dataset, meta, _ = pipeline.build_dataset(spec, cfg, params, progress,
+                                                  eval_every=args.eval_every,
+                                                  eval_episodes=args.eval_episodes)
+    except ValueError as e:
+        raise common.CliError(str(e)) from None
     finally:
         bar.close()
-    train_seconds = time.perf_counter() - t0
-    if args.source == "stream":
-        stream = data.concatenate(chunks, renumber_episodes=False)
-        del chunks
-        try:
-            dataset = data.slice_stream(stream, start, args.size, num_envs=algo_cfg.num_envs)
-        except ValueError as e:
-            raise common.CliError(str(e)) from None
-        source_cfg = {"source": "stream", "stream_start": start, "train_transitions": total}
-    else:
-        pol = trainer.policy(ts.params, greedy=args.epsilon == 0.0)
-        dataset = data.collect_policy(jax.random.key(args.seed + 7), pol, params, cfg, args.size,
-                                      args.epsilon)
-        source_cfg = {"source": "policy", "epsilon": args.epsilon, "train_transitions": total}
-    behaviour_cfg = {"algorithm": args.behaviour, **dataclasses.asdict(algo_cfg), **source_cfg,
-                     "train_seconds": train_seconds,
-                     "learning_curve": history}
-    meta = data.make_meta(cfg, params, args.behaviour, behaviour_cfg,
-                          {"train": int(args.seed), "eval": int(args.seed) + 1_000_003})
     meta["collect_seconds"] = time.perf_counter() - t0
     try:
-        data.save(args.out, data.to_numpy(dataset), meta, overwrite=args.overwrite)
+        data.save(args.out, dataset, meta, overwrite=args.overwrite)
     except data.DatasetExistsError as e:
         raise common.CliError(str(e)) from None
-    final = history[-1]
-    print(f"{args.behaviour}: {total} training transitions in {train_seconds:.1f} s; greedy policy "
-          f"score {final.get('eval_score', float('nan')):.1f} Mbit/s (sum "
+    bcfg = meta["behaviour_config"]
+    final = bcfg["learning_curve"][-1]
+    print(f"{args.behaviour}: {bcfg['train_transitions']} training transitions in "
+          f"{bcfg['train_seconds']:.1f} s; greedy policy score "
+          f"{final.get('eval_score', float('nan')):.1f} Mbit/s (sum "
           f"{final.get('eval_sum_rate', float('nan')):.1f}, 5% "
           f"{final.get('eval_p5_rate', float('nan')):.2f}); kept {args.size} transitions "
-          f"({source_cfg['source']}, mean reward {float(np.mean(dataset.reward)):.3f}); written "
+          f"({bcfg['source']}, mean reward {float(np.mean(dataset.reward)):.3f}); written "
           f"to {args.out}")
     return args.out
 

@@ -161,13 +161,14 @@ def _online_plan(spec: DatasetSpec, algo_cfg) -> Tuple[int, int, float]:
 
 
 def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
-                  progress: Optional[Progress] = None):
+                  progress: Optional[Progress] = None, eval_every: int = 10,
+                  eval_episodes: int = 64):
     """Make ``spec``'s dataset.
 
     Online behaviours (``sac``, ``dqn``) are trained for ``train_steps`` transitions with their
     default configuration (:mod:`jaxrrm.algos.sac`, :mod:`jaxrrm.algos.dqn`), their greedy policy
-    evaluated on 4 held-out seeds x 64 episodes every 10 chunks (the learning curve kept in the
-    metadata), then the dataset is a slice of the training stream or rollouts of the finished
+    evaluated on 4 held-out seeds x ``eval_episodes`` episodes every ``eval_every`` chunks and
+    after the last (the learning curve kept in the metadata), then the dataset is a slice of the training stream or rollouts of the finished
     policy (``spec.source``). Fixed behaviours are collected with
     :func:`jaxrrm.data.collect`.
 
@@ -192,7 +193,7 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
     module, config_cls = ONLINE_LEARNERS[spec.behaviour]
     algo_cfg = config_cls()
     num_chunks, total, start = _online_plan(spec, algo_cfg)
-    trainer = module.make_train(cfg, params, algo_cfg, eval_episodes=64)
+    trainer = module.make_train(cfg, params, algo_cfg, eval_episodes=eval_episodes)
     eval_seed = spec.seed + 1_000_003
     eval_keys = jax.random.split(jax.random.key(eval_seed), 4)
     chunks = []
@@ -208,7 +209,7 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
 
     t0 = time.perf_counter()
     ts, history = algo_common.fit(trainer, jax.random.key(spec.seed), num_chunks,
-                                  eval_keys=eval_keys, eval_every=10, on_chunk=on_chunk)
+                                  eval_keys=eval_keys, eval_every=eval_every, on_chunk=on_chunk)
     train_seconds = time.perf_counter() - t0
     if spec.source == "stream":
         stream = data.concatenate(chunks, renumber_episodes=False)
