@@ -141,7 +141,8 @@ def _collect_online(args, cfg, params) -> Path:
                                                   eval_every=args.eval_every,
                                                   eval_episodes=args.eval_episodes)
     except ValueError as e:
-        raise common.CliError(str(e)) from None
+        raise common.CliError(f"{e} (--size {args.size}: raise --train-steps or use --source "
+                              "policy)") from None
     finally:
         bar.close()
     meta["collect_seconds"] = time.perf_counter() - t0

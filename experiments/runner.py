@@ -448,9 +448,10 @@ def run_variants(run: Run, variants: Sequence[Variant], learners: Sequence[str],
     against its own ``tdm``. ``tdm`` is always evaluated.
 
     Returns:
-      ``(results, summary, rows)``: ``{label: MethodResult}``, :func:`jaxrrm.pipeline.summarize`
-      of them, and the sweep rows ``[{"value", "variant", "method", "label", "kind",
-      "score", "relative_score", "sum_rate", "p5_rate", "return"}]`` (each metric
+      ``(results, summary, rows, datasets)``: ``{label: MethodResult}``,
+      :func:`jaxrrm.pipeline.summarize` of them, the sweep rows ``[{"value", "variant",
+      "method", "label", "kind", "score", "relative_score", "sum_rate", "p5_rate",
+      "return"}]`` (each metric
       ``{"mean", "ci95"}``; ``kind`` is ``"learner"``, ``"behaviour"`` or ``"baseline"``; the
       baselines appear once per variant only when the environments differ), and
       ``{label: dataset_info}`` of each variant's dataset.
@@ -504,11 +505,16 @@ def run_variants(run: Run, variants: Sequence[Variant], learners: Sequence[str],
 
 
 def dataset_info(beh) -> dict:
-    """Where a behaviour dataset came from (for summary.json)."""
-    return {"behaviour": beh.meta.get("behaviour"), "size": int(beh.dataset.size),
+    """Where a behaviour dataset came from (for summary.json). A dataset that is the tail of a
+    saved one (``meta["tail_of"]``: that one's size) names the saved one's path and
+    fingerprint."""
+    info = {"behaviour": beh.meta.get("behaviour"), "size": int(beh.dataset.size),
             "path": None if beh.path is None else str(beh.path),
             "fingerprint": beh.meta.get("fingerprint"), "built": bool(beh.built),
             "seconds": float(beh.seconds), "mean_reward": float(beh.dataset.reward.mean())}
+    if "tail_of" in beh.meta:
+        info["tail_of"] = int(beh.meta["tail_of"])
+    return info
 
 
 def rows_of(rows: Sequence[dict], method: str) -> list:
@@ -566,7 +572,8 @@ def run_study(args, run_: Run, variants: Sequence[Variant], *, learners: Sequenc
             extra.update(analyse(results, summary, rows))
         write_outputs(out, run_, results, summary, extra_summary=extra,
                       plots=not args.no_plots,
-                      extra_config={"study": {sweep_key: [v.value for v in variants],
+                      extra_config={"study": {"parameter": value_name,
+                                              "values": [v.value for v in variants],
                                               **(extra_config or {})}})
         if plot is not None and not args.no_plots:
             cfg = run_.cfg
