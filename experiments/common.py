@@ -153,6 +153,11 @@ class OutputDir:
     renamed to the final path by :meth:`commit`. An existing final path is refused up front."""
 
     def __init__(self, path: Path, overwrite: bool = False):
+        import jax
+
+        # In a multi-process run (jaxrrm.distributed) only process 0 writes shared outputs; the
+        # others write into a temporary directory that commit() discards.
+        self.writer = jax.process_index() == 0
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise CliError(f"output directory {self.path} already exists: choose another --out "
@@ -170,6 +175,9 @@ class OutputDir:
             f.write("\n")
 
     def commit(self) -> Path:
+        if not self.writer:
+            self.abort()
+            return self.path
         if self.path.exists() and self.overwrite:
             shutil.rmtree(self.path)
         os.replace(self.tmp, self.path)

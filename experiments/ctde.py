@@ -66,7 +66,7 @@ def run(args) -> Path:
         if beh.policy is not None and not args.no_behaviour:
             label = f"behaviour ({run_.spec.behaviour})"
             results[label] = pipeline.evaluate_policy(beh.policy, test_keys, run_.cfg,
-                                                      run_.params, run_.episodes)
+                                                      run_.params, run_.episodes, mesh=run_.mesh)
         train_key = jax.random.fold_in(jax.random.key(args.seed), 0x0FF1)
         for label, lc in learner_cfgs.items():
             results[label] = runner.train_learner(run_, label, lc, beh, test_keys, train_key)

@@ -85,7 +85,8 @@ def run(args):
                 pol = baselines_lib.make(b, env[r or "pf"][0])
             except ValueError as e:
                 raise common.CliError(str(e)) from None
-            evals[label] = {e: pipeline.evaluate_policy(pol, test_keys, c, p, run_.episodes)
+            evals[label] = {e: pipeline.evaluate_policy(pol, test_keys, c, p, run_.episodes,
+                                                            mesh=run_.mesh)
                             for e, (c, p) in env.items()}
             trained_on[label] = r
         datasets = {}

@@ -119,6 +119,9 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = tupl
         g.add_argument("--cql-alpha", type=_nonneg_float, default=1.0,
                        help="weight of the CQL penalty (0 = plain offline SAC)")
     add_env_argument(p)
+    from jaxrrm import distributed
+
+    distributed.add_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="base PRNG seed of the run")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: results/<experiment>/<timestamp>); must not "
@@ -170,6 +173,7 @@ class Run:
     data_dir: Path
     rebuild: bool
     behaviour_train_steps: int = 0   # sac/dqn: transitions of the online training (0: size)
+    mesh: object = None   # jaxrrm.distributed mesh (None: one device, the default)
 
     def dataset_spec(self, behaviour: Optional[str] = None, size: Optional[int] = None):
         """This run's :class:`~jaxrrm.pipeline.DatasetSpec` with another behaviour and/or size
@@ -240,6 +244,12 @@ def resolve(args, name: str, **env_defaults) -> Run:
     from jaxrrm import pipeline
 
     fast_compile_for_quick(args)
+    from jaxrrm import distributed
+
+    try:
+        mesh = distributed.setup(args)
+    except ValueError as e:
+        raise common.CliError(f"devices: {e}") from None
 
     preset = PRESETS["quick" if args.quick else args.preset]
     seeds = preset.seeds or args.seeds
@@ -260,8 +270,8 @@ def resolve(args, name: str, **env_defaults) -> Run:
                updates=preset.updates if args.quick else (args.updates or preset.updates),
                batch_size=args.batch_size or preset.batch_size, chunk_size=preset.chunk_size,
                eval_every_chunks=preset.eval_every_chunks, cql_alpha=args.cql_alpha,
-               seed=args.seed, progress=not args.no_progress, data_dir=args.data_dir,
-               rebuild=args.rebuild_dataset, behaviour_train_steps=steps)
+               seed=args.seed, progress=not args.no_progress and distributed.is_writer(), data_dir=args.data_dir,
+               rebuild=args.rebuild_dataset, behaviour_train_steps=steps, mesh=mesh)
 
 
 def dataset(run: Run, spec=None, cfg=None, params=None):
@@ -306,7 +316,7 @@ def train_learner(run: Run, label: str, learner_cfg, beh, test_keys, train_key, 
         return pipeline.train_and_evaluate(
             train_key, beh.dataset, cfg or run.cfg, params or run.params, learner_cfg,
             run.train_config(updates), test_keys, run.episodes, progress=run.progress,
-            progress_desc=label)
+            progress_desc=label, mesh=run.mesh)
     except train.NonFiniteLossError as e:
         raise common.CliError(f"{label}: {e}") from None
 
@@ -324,7 +334,8 @@ def evaluate_fixed(run: Run, names: Sequence[str], test_keys, cfg=None, params=N
             pol = baselines.make(name, cfg)
         except ValueError as e:
             raise common.CliError(str(e)) from None
-        out[name] = pipeline.evaluate_policy(pol, test_keys, cfg, params, run.episodes)
+        out[name] = pipeline.evaluate_policy(pol, test_keys, cfg, params, run.episodes,
+                                             mesh=run.mesh)
     return out
 
 
@@ -395,7 +406,7 @@ def train_learner_envs(run: Run, label: str, learner_cfg, beh, test_keys, train_
         return pipeline.train_and_evaluate_envs(
             train_key, beh.dataset, cfg or run.cfg, params or run.params, learner_cfg,
             run.train_config(), test_keys, run.episodes, test_envs, progress=run.progress,
-            progress_desc=label)
+            progress_desc=label, mesh=run.mesh)
     except train.NonFiniteLossError as e:
         raise common.CliError(f"{label}: {e}") from None
     except ValueError as e:
@@ -481,7 +492,7 @@ def run_variants(run: Run, variants: Sequence[Variant], learners: Sequence[str],
         if v.evaluate_behaviour and beh.policy is not None:
             label = f"{v.label} / behaviour"
             results[label] = pipeline.evaluate_policy(beh.policy, test_keys, cfg, params,
-                                                      run.episodes)
+                                                      run.episodes, mesh=run.mesh)
             members["behaviour"] = (label, "behaviour")
         for name in learners:
             method = LEARNERS[name]

@@ -399,7 +399,7 @@ CHUNK_STEPS = 1 << 16
 
 def collect_policy(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_steps: int,
                    epsilon: float = 0.0, *, episodes_per_chunk: Optional[int] = None,
-                   progress: Optional[Callable[[int], None]] = None) -> Transitions:
+                   progress: Optional[Callable[[int], None]] = None, mesh=None) -> Transitions:
     """Roll out a finished policy (with optional epsilon-exploration) into a dataset.
 
     ``E = ceil(num_steps / T)`` whole episodes are run and the result is cut to exactly
@@ -423,6 +423,9 @@ def collect_policy(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_s
         transitions, spread evenly over the chunks).
       progress: optional callback, called with the number of transitions collected so far after
         each chunk (e.g. ``tqdm.update`` of the difference).
+      mesh: optional :func:`jaxrrm.distributed.make_mesh` mesh: each chunk's episodes are split
+        over its devices (the chunk is rounded up to a multiple of the device count; the same
+        data to float32 rounding).
 
     Returns:
       :class:`Transitions` with ``num_steps`` rows and NumPy leaves (host memory).
@@ -441,6 +444,9 @@ def collect_policy(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_s
         if int(episodes_per_chunk) < 1:
             raise ValueError(f"episodes_per_chunk={episodes_per_chunk!r}: allowed is >= 1")
         chunk = min(int(episodes_per_chunk), num_ep)
+    if mesh is not None:
+        from . import distributed
+        chunk = distributed.padded_size(chunk, mesh)
     out = {name: np.empty(shape, dtype) for name, (shape, dtype)
            in field_specs(cfg, num_steps).items()}
     ep_ids = jnp.arange(num_ep, dtype=jnp.uint32)
@@ -451,7 +457,8 @@ def collect_policy(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_s
         if count < chunk:  # pad with discarded episodes: one compilation per chunk size
             ids = jnp.concatenate([ids, jnp.arange(chunk - count, dtype=jnp.uint32) + num_ep])
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(ids)
-        traj = jax.device_get(_rollout_chunk(keys, pol, params, cfg))
+        traj = jax.device_get(_rollout_chunk(keys, pol, params, cfg) if mesh is None
+                              else distributed.rollout_chunk(keys, pol, params, cfg, mesh))
         part = from_rollout(traj, cfg, episode_offset=first)
         rows = min(count * horizon, num_steps - done)
         for name in FIELDS:

@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 import jax
 import numpy as np
 
-from . import baselines, data, evaluate, train
+from . import baselines, data, distributed, evaluate, train
 from .algos import ONLINE_LEARNERS
 from .algos import common as algo_common
 from .algos.common import is_int, is_num, require
@@ -324,6 +324,9 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
                          time.perf_counter() - t0)
     dataset, meta, bparams = build_dataset(spec, cfg, params, progress)
     meta["build_seconds"] = time.perf_counter() - t0
+    if not distributed.is_writer():  # every process made the same data; one writes it
+        return Behaviour(dataset, meta, None, behaviour_policy(spec, cfg, params, bparams), True,
+                         time.perf_counter() - t0)
     entry.mkdir(parents=True, exist_ok=True)
     if bparams is not None:  # parameters first: the dataset's presence marks a full entry
         save_behaviour_params(entry, bparams)
@@ -358,11 +361,17 @@ class MethodResult(NamedTuple):
 
 
 def evaluate_policy(policy, test_keys, cfg: EnvConfig, params: EnvParams,
-                    num_episodes: int) -> MethodResult:
+                    num_episodes: int, mesh=None) -> MethodResult:
     """A fixed policy (a baseline or the behaviour policy) on the test keys ``[S]``: seed ``s``
-    runs ``num_episodes`` episodes from ``test_keys[s]``."""
+    runs ``num_episodes`` episodes from ``test_keys[s]``. With a ``mesh``
+    (:func:`jaxrrm.distributed.make_mesh`) the seeds are split over its devices (padded when
+    they do not divide) and gathered."""
     t0 = time.perf_counter()
-    rates, ret = evaluate.rollout_seeds(test_keys, policy, params, cfg, num_episodes)
+    if mesh is None:
+        rates, ret = evaluate.rollout_seeds(test_keys, policy, params, cfg, num_episodes)
+    else:
+        rates, ret = distributed.gather(distributed.rollout_seeds(
+            test_keys, policy, params, cfg, num_episodes, mesh, pad=True))
     rates = np.asarray(jax.block_until_ready(rates))
     per_seed = evaluate.seed_metrics(rates, params.score_mu)
     per_seed["return"] = np.asarray(ret, np.float64)
@@ -372,10 +381,11 @@ def evaluate_policy(policy, test_keys, cfg: EnvConfig, params: EnvParams,
 def train_and_evaluate(train_key, dataset, cfg: EnvConfig, params: EnvParams, learner_cfg,
                        train_cfg: train.TrainConfig, test_keys, num_episodes: int,
                        callback=None, progress: bool = False,
-                       progress_desc: str = "training") -> MethodResult:
+                       progress_desc: str = "training", mesh=None) -> MethodResult:
     """Train ``train_cfg.num_seeds`` seeds of ``learner_cfg`` on ``dataset`` in one vmapped run
     (:func:`jaxrrm.train.train`, learning curves on salted keys), then evaluate seed ``s``'s
-    greedy policy on ``test_keys[s]`` for ``num_episodes`` episodes.
+    greedy policy on ``test_keys[s]`` for ``num_episodes`` episodes. With a ``mesh`` the seeds
+    are split over its devices (:func:`jaxrrm.train.make_train`).
 
     Raises:
       ValueError: ``test_keys`` has not ``train_cfg.num_seeds`` keys.
@@ -384,7 +394,7 @@ def train_and_evaluate(train_key, dataset, cfg: EnvConfig, params: EnvParams, le
     s = train_cfg.num_seeds
     if len(test_keys) != s:
         raise ValueError(f"test_keys has {len(test_keys)} keys; train_cfg.num_seeds is {s}")
-    trainer = train.make_train(cfg, params, learner_cfg, train_cfg)
+    trainer = train.make_train(cfg, params, learner_cfg, train_cfg, mesh=mesh)
     t0 = time.perf_counter()
     res = trainer.train(train_key, dataset, callback=callback, progress=progress,
                         progress_desc=progress_desc)
@@ -446,7 +456,8 @@ def train_and_evaluate_envs(train_key, dataset, cfg: EnvConfig, params: EnvParam
                             train_cfg: train.TrainConfig, test_keys, num_episodes: int,
                             test_envs: Dict[str, Tuple[EnvConfig, EnvParams]],
                             callback=None, progress: bool = False,
-                            progress_desc: str = "training") -> Dict[str, MethodResult]:
+                            progress_desc: str = "training",
+                            mesh=None) -> Dict[str, MethodResult]:
     """As :func:`train_and_evaluate`, but the learners trained once under ``(cfg, params)`` are
     evaluated under every test environment of ``test_envs`` (``{name: (cfg, params)}``, e.g.
     the training environment with UE mobility on, or with another reward to read the returns
@@ -466,7 +477,7 @@ def train_and_evaluate_envs(train_key, dataset, cfg: EnvConfig, params: EnvParam
         raise ValueError(f"test_keys has {len(test_keys)} keys; train_cfg.num_seeds is {s}")
     for tcfg, _ in test_envs.values():
         check_same_shapes(cfg, tcfg)
-    trainer = train.make_train(cfg, params, learner_cfg, train_cfg)
+    trainer = train.make_train(cfg, params, learner_cfg, train_cfg, mesh=mesh)
     t0 = time.perf_counter()
     res = trainer.train(train_key, dataset, callback=callback, progress=progress,
                         progress_desc=progress_desc)
@@ -475,7 +486,7 @@ def train_and_evaluate_envs(train_key, dataset, cfg: EnvConfig, params: EnvParam
     out = {}
     for name, (tcfg, tparams) in test_envs.items():
         t1 = time.perf_counter()
-        tester = train.make_train(tcfg, tparams, learner_cfg, train_cfg)
+        tester = train.make_train(tcfg, tparams, learner_cfg, train_cfg, mesh=mesh)
         rates, ret = tester.evaluate_rates(res.state.learner, test_keys, num_episodes)
         rates = np.asarray(jax.block_until_ready(rates))
         per_seed = evaluate.seed_metrics(rates, tparams.score_mu)

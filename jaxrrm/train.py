@@ -47,6 +47,7 @@ from flax import struct
 
 from . import checkpoint as ckpt_lib
 from . import data as data_lib
+from . import distributed
 from . import evaluate
 from .algos import bc, cql
 from .algos.common import is_int, require
@@ -236,8 +237,14 @@ def eval_keys_for(key, num_seeds: int):
 
 
 def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerConfig,
-               train_cfg: TrainConfig) -> Trainer:
-    """Build the trainer (see the module docstring and :class:`Trainer`)."""
+               train_cfg: TrainConfig, mesh=None) -> Trainer:
+    """Build the trainer (see the module docstring and :class:`Trainer`).
+
+    With ``mesh`` (:func:`jaxrrm.distributed.make_mesh`), the seeds are split over its devices
+    (and hosts): the state stays on its devices, metrics and evaluations are gathered, the
+    dataset is replicated once (:func:`jaxrrm.distributed.shard_trainer`); the mesh's device
+    count must divide ``num_seeds``.
+    """
     if not isinstance(train_cfg, TrainConfig):
         raise TypeError(f"train_cfg must be a TrainConfig, got {type(train_cfg)}")
     learner, init, chunk_fn, run_chunk, eval_rates = _compiled(
@@ -248,7 +255,11 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
                 num_episodes)
         return eval_rates(learner_state, keys, env_params, int(num_episodes))
 
+    sharded = None  # set below when a mesh is given
+
     def evaluate_seeds(learner_state, keys) -> Dict[str, np.ndarray]:
+        if sharded is not None:
+            return sharded.evaluate(learner_state, keys)
         rates, ret = eval_rates(learner_state, keys, env_params, train_cfg.eval_episodes)
         out = evaluate.seed_metrics(rates, env_params.score_mu)
         out["return"] = np.asarray(ret, np.float64)
@@ -285,12 +296,15 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
         data_lib.check_shapes(dataset, env_cfg)
         fingerprint = (None if checkpoint_dir is None
                        else data_lib.fingerprint(dataset, env_cfg))
-        dataset = data_lib.to_device(dataset)
+        dataset = (data_lib.to_device(dataset) if sharded is None
+                   else distributed.put_replicated(dataset, mesh))
+        init_fn = init if sharded is None else sharded.init
+        chunk = run_chunk if sharded is None else sharded.run_chunk
         s = train_cfg.num_seeds
         seed_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(s))
         if eval_keys is None:
             eval_keys = eval_keys_for(key, s)
-        state = init(seed_keys)
+        state = init_fn(seed_keys)
         hist_updates: List[int] = []
         hist_metrics: Dict[str, List[np.ndarray]] = {}
         eval_updates: List[int] = []
@@ -303,7 +317,10 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
                 env_cfg, learner_cfg, train_cfg, fingerprint,
                 train_key=ckpt_lib.key_to_json(key), eval_keys=ckpt_lib.key_to_json(eval_keys))
             if ckpt_lib.latest_step(checkpoint_dir) is not None:
-                state, saved_step, stored = ckpt_lib.restore(checkpoint_dir, state, meta)
+                state, saved_step, stored = ckpt_lib.restore(
+                    checkpoint_dir, state if sharded is None else distributed.gather(state), meta)
+                if sharded is not None:
+                    state = distributed.put_batch(state, mesh, "num_seeds")
                 h = stored["history"]
                 start = int(h["chunks"])
                 hist_updates[:] = h["updates"]
@@ -332,6 +349,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
                     "eval": {k: [x.tolist() for x in v] for k, v in eval_hist.items()},
                     "dtypes": {"metrics": {k: str(v[0].dtype) for k, v in hist_metrics.items()},
                                "eval": {k: str(v[0].dtype) for k, v in eval_hist.items()}}}
+            if sharded is not None:
+                st = distributed.gather(st)  # whole on every process; orbax writes it once
             ckpt_lib.save(checkpoint_dir, step, st, {**meta, "history": hist},
                           keep=checkpoint_keep)
             saved_step = step
@@ -339,7 +358,7 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
         bar = _progress_bar(progress, progress_desc, train_cfg.num_chunks, start)
         try:
             for c in range(start, train_cfg.num_chunks):
-                new_state, metrics = run_chunk(state, dataset)
+                new_state, metrics = chunk(state, dataset)
                 metrics = jax.device_get(metrics)
                 bad = np.asarray(metrics.pop("nonfinite"))          # [S, chunk]
                 if bad.any():
@@ -383,9 +402,15 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
             bar.close()
         return TrainResult(state=state, history=history(), final=final)
 
-    return Trainer(init=init, chunk_fn=chunk_fn, run_chunk=run_chunk, evaluate=evaluate_seeds,
-                   evaluate_rates=evaluate_rates, train=train_, learner=learner, env_cfg=env_cfg,
-                   env_params=env_params, learner_cfg=learner_cfg, train_cfg=train_cfg)
+    trainer = Trainer(init=init, chunk_fn=chunk_fn, run_chunk=run_chunk, evaluate=evaluate_seeds,
+                      evaluate_rates=evaluate_rates, train=train_, learner=learner,
+                      env_cfg=env_cfg, env_params=env_params, learner_cfg=learner_cfg,
+                      train_cfg=train_cfg)
+    if mesh is not None:
+        sharded = distributed.shard_trainer(trainer, mesh)
+        trainer = trainer._replace(init=sharded.init, run_chunk=sharded.run_chunk,
+                                   evaluate_rates=sharded.evaluate_rates)
+    return trainer
 
 
 def _progress_bar(enabled: bool, desc: str, total: int, initial: int):

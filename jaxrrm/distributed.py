@@ -1,0 +1,625 @@
+"""Scale out: device meshes, episodes and seeds sharded over devices and hosts (DESIGN.md §5).
+
+Everything here is JAX's own runtime: a 1-D :class:`jax.sharding.Mesh` named ``"batch"`` over the
+devices of every process, :class:`jax.sharding.NamedSharding` placements, :func:`jax.shard_map`
+to run a batched function on each device's slice of the batch, and
+:func:`jax.distributed.initialize` to join several processes (hosts) into one program. Nothing
+is home-made: no sockets, no pickled results, no per-device Python threads.
+
+**What shards.** The library's batched work is a ``vmap`` over a leading axis whose rows are
+independent: evaluation *seeds* (:func:`jaxrrm.evaluate.rollout_seeds`, keys ``[S]``), *episodes*
+of a rollout (:func:`jaxrrm.env.rollout`, episode keys ``[E]``) and of dataset collection, and
+training *seeds* (:class:`jaxrrm.train.TrainState`, every leaf ``[S, ...]``). That leading axis
+is split over the ``D`` devices of the mesh (``S/D`` rows per device); everything else (the
+environment parameters, the offline dataset, configurations) is replicated. Each device runs the
+same compiled program on its rows, with no communication, and the rows are gathered at the end
+(an all-gather inside XLA; over the network between hosts). Row ``i`` is computed from row ``i``
+of the inputs only, so **results are the unsharded ones whatever the number of devices or
+hosts** (to float32 rounding, see *Equality*).
+
+**Multi-host (SPMD).** Every process runs the same script with the same arguments; the mesh
+holds the devices of all processes; inputs (keys, parameters, datasets) are built identically on
+every process (they come from the same seeds), each process computes its devices' rows, and
+gathered results are available on every process. Only one process writes shared outputs:
+:func:`is_writer` (process 0). On CPU, cross-process collectives use Gloo
+(``jax_cpu_collectives_implementation``, the default of JAX 0.10).
+
+**Equality.** Sharding changes only which device computes a row, never its keys, so sharded
+results are the unsharded ones up to float32 rounding: XLA compiles the per-device program for
+its own batch size (``B/D`` rows), and on CPU a reduction or a fused elementwise operation may
+round differently for another shape (even the *unsharded* program is not bitwise invariant to
+the number of seeds). In ``tests/test_distributed.py`` (4 CPU devices) most per-UE rates are
+bitwise equal and all agree to 1e-5 relative, so the metrics of DESIGN.md §3 agree to that
+precision; after 20 CQL updates parameters and losses agree to about 1e-5 relative (checked at
+``rtol=1e-4``). Training is chaotic, so over long runs a sharded and an unsharded run drift
+apart like runs on different hardware; their statistics over seeds do not.
+
+**Divisibility.** The batch must be a multiple of the device count: otherwise a ``ValueError``
+names both numbers. Evaluation and rollouts accept ``pad=True``: the keys are padded by repeating
+the last one up to the next multiple, and the padded rows are dropped from the results (wasted
+work, the same results). Training seeds are never padded (the state's shape is the user's).
+
+Start-up (:func:`initialize`, :func:`setup`) reads, in this order: explicit arguments
+(``--coordinator``, ``--num-processes``, ``--process-id`` of :func:`add_arguments`), then the
+environment variables ``JAX_COORDINATOR_ADDRESS`` (read by JAX itself), ``JAX_NUM_PROCESSES`` and
+``JAX_PROCESS_ID`` (read here; JAX has no variables for these), and with ``--auto-cluster`` JAX's
+cluster detection (Slurm, Open MPI, Kubernetes, Cloud TPU). With none of these it does nothing:
+one process, default device, no flags.
+
+Shapes: ``D`` devices in the mesh, ``S`` seeds, ``E`` episodes, ``K`` UEs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+from typing import Callable, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from . import env as envlib
+from . import evaluate as evallib
+from .config import EnvConfig, EnvParams
+
+#: Name of the mesh axis the batch (seeds, episodes) is split over.
+BATCH_AXIS = "batch"
+
+#: Environment variables read by :func:`initialize` (besides JAX's own ``JAX_COORDINATOR_ADDRESS``).
+ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "JAX_PROCESS_ID"
+ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
+
+
+# --------------------------------------------------------------------------------------------
+# Start-up
+# --------------------------------------------------------------------------------------------
+
+
+def _env_int(name: str) -> Optional[int]:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={text!r} is invalid: expected an "
+                         "integer") from None
+
+
+def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+               process_id: Optional[int] = None,
+               local_device_ids: Optional[Union[int, Sequence[int]]] = None,
+               auto_detect: bool = False, initialization_timeout_s: int = 300) -> bool:
+    """Join a multi-process (multi-host) JAX program, or do nothing for one process.
+
+    Must run before anything touches a JAX device (``jax.devices()``, creating an array,
+    any computation); every process calls it with the same coordinator and process count and
+    its own ``process_id``.
+
+    Args:
+      coordinator_address: ``"HOST:PORT"`` of process 0 (which starts the coordinator service
+        there); default ``$JAX_COORDINATOR_ADDRESS``.
+      num_processes: number of processes; default ``$JAX_NUM_PROCESSES``.
+      process_id: this process, ``0..num_processes-1``; default ``$JAX_PROCESS_ID``.
+      local_device_ids: restrict this process to these local accelerators (default all, or
+        ``$JAX_LOCAL_DEVICE_IDS``, which JAX reads).
+      auto_detect: let JAX detect the cluster (Slurm, Open MPI, Kubernetes, Cloud TPU) for
+        whatever is not given.
+      initialization_timeout_s: how long to wait for the other processes.
+
+    Returns:
+      True if :func:`jax.distributed.initialize` was called (now or before), False for a
+      single-process run (nothing given, or ``num_processes == 1`` without a coordinator).
+
+    Raises:
+      ValueError: an inconsistent setting (e.g. several processes but no coordinator), or an
+        invalid environment variable.
+      RuntimeError: JAX's backend already started (call this first).
+    """
+    if jax.distributed.is_initialized():
+        return True
+    coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
+    if num_processes is None:
+        num_processes = _env_int(ENV_NUM_PROCESSES)
+    if process_id is None:
+        process_id = _env_int(ENV_PROCESS_ID)
+    if not auto_detect:
+        if coordinator_address is None and (num_processes or 1) == 1 and not process_id:
+            return False
+        missing = [name for name, v in (("coordinator address (--coordinator or "
+                                         f"${ENV_COORDINATOR})", coordinator_address),
+                                        (f"number of processes (--num-processes or "
+                                         f"${ENV_NUM_PROCESSES})", num_processes),
+                                        (f"process id (--process-id or ${ENV_PROCESS_ID})",
+                                         process_id)) if v is None]
+        if missing:
+            raise ValueError("a multi-process run needs " + ", ".join(missing)
+                             + " (or --auto-cluster on Slurm / Open MPI / Kubernetes / TPU)")
+        if not (isinstance(num_processes, int) and num_processes >= 1):
+            raise ValueError(f"num_processes={num_processes!r} is invalid: allowed is an "
+                             "integer >= 1")
+        if not (isinstance(process_id, int) and 0 <= process_id < num_processes):
+            raise ValueError(f"process_id={process_id!r} is invalid: allowed range is "
+                             f"0..{num_processes - 1}")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id,
+                               local_device_ids=local_device_ids,
+                               initialization_timeout=initialization_timeout_s)
+    return True
+
+
+def is_writer() -> bool:
+    """True in the one process that writes shared outputs (process 0; always True for one)."""
+    return jax.process_index() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Meshes and shardings
+# --------------------------------------------------------------------------------------------
+
+
+def make_mesh(num_devices: Optional[int] = None, axis_name: str = BATCH_AXIS,
+              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """A 1-D mesh over ``num_devices`` devices of all processes.
+
+    Args:
+      num_devices: how many devices (default: all of ``jax.devices()``, every process's). With
+        several processes it must be a multiple of the process count, and each process
+        contributes ``num_devices / process_count`` of its local devices.
+      axis_name: the mesh axis name (:data:`BATCH_AXIS`).
+      devices: explicit devices (overrides ``num_devices``).
+
+    Returns:
+      :class:`jax.sharding.Mesh` with one ``Auto`` axis of size ``D``, devices ordered by
+      process, then by local id.
+
+    Raises:
+      ValueError: more devices asked for than exist (with the CPU hint), or not a multiple of
+        the process count.
+    """
+    if devices is None:
+        all_devices = jax.devices()
+        nproc = jax.process_count()
+        if num_devices is None:
+            num_devices = len(all_devices)
+        if isinstance(num_devices, bool) or not isinstance(num_devices, (int, np.integer)) \
+                or num_devices < 1:
+            raise ValueError(f"num_devices={num_devices!r} is invalid: allowed is an integer "
+                             ">= 1")
+        num_devices = int(num_devices)
+        if num_devices > len(all_devices):
+            hint = ""
+            if jax.default_backend() == "cpu":
+                hint = (f"; on CPU, start with XLA_FLAGS=--xla_force_host_platform_device_count"
+                        f"={num_devices // nproc} to split the host into that many devices")
+            raise ValueError(f"num_devices={num_devices} is more than the {len(all_devices)} "
+                             f"{jax.default_backend()} device(s) available to "
+                             f"{nproc} process(es){hint}")
+        if num_devices % nproc:
+            raise ValueError(f"num_devices={num_devices} is not a multiple of the {nproc} "
+                             "processes: every process must hold the same number of devices")
+        per = num_devices // nproc
+        by_proc = {}
+        for d in sorted(all_devices, key=lambda d: (d.process_index, d.id)):
+            by_proc.setdefault(d.process_index, []).append(d)
+        devices = [d for p in sorted(by_proc) for d in by_proc[p][:per]]
+    devices = list(devices)
+    return Mesh(np.array(devices, dtype=object), (axis_name,), axis_types=(AxisType.Auto,))
+
+
+def _axis(mesh: Mesh) -> str:
+    if len(mesh.axis_names) != 1:
+        raise ValueError(f"expected a 1-D mesh, got axes {mesh.axis_names}")
+    return mesh.axis_names[0]
+
+
+def num_devices(mesh: Mesh) -> int:
+    """``D``, the number of devices of the mesh."""
+    return int(mesh.devices.size)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over the mesh, other axes whole: ``NamedSharding(mesh, P("batch"))``."""
+    return NamedSharding(mesh, P(_axis(mesh)))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of the mesh: ``NamedSharding(mesh, P())``."""
+    return NamedSharding(mesh, P())
+
+
+def check_divisible(n: int, mesh: Mesh, what: str = "batch") -> None:
+    """Raise ``ValueError`` naming ``what``, ``n`` and ``D`` unless ``D`` divides ``n``."""
+    d = num_devices(mesh)
+    if n % d:
+        lo, hi = (n // d) * d, -(-n // d) * d
+        raise ValueError(
+            f"{what}={n} is not a multiple of the {d} devices of the mesh: each device takes an "
+            f"equal share, so use a multiple of {d} (e.g. {hi}" + (f" or {lo}" if lo else "")
+            + "), fewer devices (--devices), or pad=True where offered (evaluation and rollouts)")
+
+
+def padded_size(n: int, mesh: Mesh) -> int:
+    """The smallest multiple of ``D`` that is ``>= n``."""
+    d = num_devices(mesh)
+    return -(-n // d) * d
+
+
+# --------------------------------------------------------------------------------------------
+# Placement and gathering (single- and multi-process)
+# --------------------------------------------------------------------------------------------
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _place_leaf(x, sharding: NamedSharding):
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+        return x
+    if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
+        return jax.device_put(x, sharding)
+    # Several processes: every process builds the same global array from its host copy, each
+    # filling its own devices (the canonical multi-controller way; no cross-host transfer).
+    if _is_key(x):
+        impl = jax.random.key_impl(x)
+        data = _place_leaf(np.asarray(jax.random.key_data(x)), sharding)
+        return jax.jit(functools.partial(jax.random.wrap_key_data, impl=impl),
+                       out_shardings=sharding)(data)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def put_batch(tree, mesh: Mesh, what: str = "batch"):
+    """Place a pytree with its leaves' leading axis split over the mesh.
+
+    Args:
+      tree: leaves ``[B, ...]`` (NumPy, JAX or PRNG key arrays), the same on every process.
+      mesh: the mesh (``D`` must divide ``B``).
+      what: the batch's name for the error message.
+
+    Returns:
+      The same pytree of global ``jax.Array`` with sharding :func:`batch_sharding`.
+    """
+    sh = batch_sharding(mesh)
+
+    def place(x):
+        if np.ndim(x) < 1:
+            raise ValueError(f"{what}: cannot split a scalar over the mesh")
+        check_divisible(int(np.shape(x)[0]), mesh, what)
+        return _place_leaf(x, sh)
+
+    return jax.tree.map(place, tree)
+
+
+def put_replicated(tree, mesh: Mesh):
+    """Place a pytree (the same on every process) with a full copy on every device of the mesh
+    (e.g. :class:`EnvParams`, an offline dataset: do it once, not per call)."""
+    sh = replicated_sharding(mesh)
+    return jax.tree.map(lambda x: _place_leaf(x, sh), tree)
+
+
+def gather(tree):
+    """Every leaf as a host NumPy array, whole, on every process (PRNG keys as key arrays on the
+    default device). Collective in a multi-process run: every process must call it."""
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if not isinstance(x, jax.Array):
+            return np.asarray(x)
+        if _is_key(x):
+            return jax.random.wrap_key_data(one(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
+        if x.is_fully_addressable or x.is_fully_replicated:
+            return np.asarray(x)
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(one, tree)
+
+
+# --------------------------------------------------------------------------------------------
+# Batched functions on the mesh
+# --------------------------------------------------------------------------------------------
+
+
+def shard_batched(fn: Callable, mesh: Mesh, in_batched, gather_out=True, what: str = "batch"
+                  ) -> Callable:
+    """Run a row-independent batched function with its batch split over the mesh.
+
+    ``fn(*args)`` must be *batch-separable*: its outputs all have the batch as leading axis and
+    row ``i`` of every output depends on row ``i`` of the batched arguments and on the other
+    arguments only (any ``vmap`` over the batch is). Each device runs ``fn`` (compiled once) on
+    its ``B/D`` rows; nothing is exchanged until the optional gather of the outputs.
+
+    Args:
+      fn: the function (static arguments already bound, e.g. with ``functools.partial``).
+      mesh: a 1-D mesh (:func:`make_mesh`).
+      in_batched: tuple with one bool per positional argument, or a pytree prefix of the
+        arguments: True = leading axis split over the mesh, False = replicated.
+      gather_out: True = outputs replicated on every device (readable on every process);
+        False = left split over the mesh (e.g. a train state that stays on its devices); or a
+        pytree prefix of the outputs (e.g. ``(False, True)``).
+      what: the batch's name, for the divisibility error.
+
+    Returns:
+      ``wrapped(*args)``: places arguments that are not already placed (NumPy or JAX; the same
+      values on every process), checks ``D`` divides every batched leading axis
+      (``ValueError`` otherwise) and returns global ``jax.Array`` outputs.
+    """
+    axis = _axis(mesh)
+    in_batched = tuple(in_batched)
+    bsh, rsh = batch_sharding(mesh), replicated_sharding(mesh)
+    in_specs = jax.tree.map(lambda b: P(axis) if b else P(), in_batched)
+    out_sh = jax.tree.map(lambda g: rsh if g else bsh, gather_out)
+    mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(axis),
+                           check_vma=False)
+    jitted = jax.jit(mapped, out_shardings=out_sh)
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        if len(args) != len(in_batched):
+            raise TypeError(f"expected {len(in_batched)} positional arguments, got {len(args)}")
+        placed = jax.tree.map(lambda b, sub: put_batch(sub, mesh, what) if b
+                              else put_replicated(sub, mesh), in_batched, args)
+        return jitted(*placed)
+
+    wrapped.jitted = jitted
+    return wrapped
+
+
+def _pad_keys(keys, mesh: Mesh, pad: bool, what: str):
+    n = int(keys.shape[0])
+    if not pad:
+        check_divisible(n, mesh, what)
+        return keys, n
+    total = padded_size(n, mesh)
+    if total > n:
+        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], total - n, axis=0)])
+    return keys, n
+
+
+@functools.lru_cache(maxsize=64)
+def _rollout_seeds_fn(policy, cfg: EnvConfig, num_episodes: int, mesh: Mesh):
+    def fn(keys, params):
+        return evallib.rollout_seeds(keys, policy, params, cfg, num_episodes)
+
+    return shard_batched(fn, mesh, (True, False), gather_out=True, what="seeds")
+
+
+def rollout_seeds(keys, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig,
+                  num_episodes: int, mesh: Optional[Mesh] = None, pad: bool = False):
+    """:func:`jaxrrm.evaluate.rollout_seeds` with the seeds split over the mesh.
+
+    Args:
+      keys: ``[S]`` PRNG keys, one per seed (the same on every process).
+      policy, params, cfg, num_episodes: as :func:`jaxrrm.evaluate.rollout_seeds`.
+      mesh: a mesh (:func:`make_mesh`); None runs the unsharded function.
+      pad: pad the seeds to a multiple of ``D`` (repeating the last key; padded rows dropped)
+        instead of raising ``ValueError``.
+
+    Returns:
+      ``ue_rates_mbps`` ``[S, E, K]`` float32 and mean episode return ``[S]`` float32, replicated
+      on every device (the unsharded values up to float32 rounding; see the module's
+      *Equality*).
+    """
+    if mesh is None:
+        return evallib.rollout_seeds(keys, policy, params, cfg, num_episodes)
+    keys, n = _pad_keys(keys, mesh, pad, "seeds")
+    rates, ret = _rollout_seeds_fn(policy, cfg, int(num_episodes), mesh)(keys, params)
+    return (rates, ret) if rates.shape[0] == n else (rates[:n], ret[:n])
+
+
+@functools.lru_cache(maxsize=64)
+def _rollout_fn(policy, cfg: EnvConfig, return_trajectory: bool, mesh: Mesh):
+    def fn(ep_keys, params):
+        rates, rewards, masked, traj = jax.vmap(
+            lambda k: envlib._episode(k, policy, params, cfg, return_trajectory))(ep_keys)
+        return (rates, rewards, masked) + ((traj,) if return_trajectory else ())
+
+    return shard_batched(fn, mesh, (True, False), gather_out=True, what="episodes")
+
+
+def rollout(key, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig, num_episodes: int,
+            mesh: Optional[Mesh] = None, return_trajectory: bool = False,
+            pad: bool = False) -> envlib.RolloutResult:
+    """:func:`jaxrrm.env.rollout` with the episodes split over the mesh.
+
+    Episode ``e`` uses ``jax.random.split(key, num_episodes)[e]`` as in the unsharded rollout,
+    whatever the device count. ``pad`` as :func:`rollout_seeds` (for the episodes).
+
+    Returns:
+      :class:`jaxrrm.env.RolloutResult` of replicated arrays (``ue_rates_mbps`` ``[E, K]``,
+      ``rewards`` ``[E, T]``, ``masked_actions`` ``[E]``, optional ``trajectory``).
+    """
+    if mesh is None:
+        return envlib.rollout(key, policy, params, cfg, num_episodes, return_trajectory)
+    ep_keys, n = _pad_keys(jax.random.split(key, num_episodes), mesh, pad, "episodes")
+    out = _rollout_fn(policy, cfg, bool(return_trajectory), mesh)(ep_keys, params)
+    if ep_keys.shape[0] != n:
+        out = jax.tree.map(lambda x: x[:n], out)
+    traj = out[3] if return_trajectory else None
+    return envlib.RolloutResult(out[0], out[1], out[2], traj)
+
+
+@functools.lru_cache(maxsize=64)
+def _rollout_chunk_fn(policy, cfg: EnvConfig, mesh: Mesh):
+    from . import data
+
+    return shard_batched(lambda keys, params: data._rollout_chunk(keys, policy, params, cfg),
+                         mesh, (True, False), gather_out=True, what="episodes per chunk")
+
+
+def rollout_chunk(keys, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig, mesh: Mesh):
+    """The episode chunk of dataset collection (what :func:`jaxrrm.data.collect_policy` rolls
+    out per compiled call: one episode per key, ``[C, T, ...]`` trajectories) with the ``C``
+    episodes split over the mesh (``D`` must divide ``C``); replicated outputs."""
+    return _rollout_chunk_fn(policy, cfg, mesh)(keys, params)
+
+
+# --------------------------------------------------------------------------------------------
+# Training seeds
+# --------------------------------------------------------------------------------------------
+
+
+class ShardedTrainer(NamedTuple):
+    """The compiled pieces of a :class:`jaxrrm.train.Trainer` with the seeds split over a mesh.
+
+    Attributes:
+      init: ``init(keys [S]) -> TrainState``, every leaf ``[S, ...]`` split over the mesh.
+      run_chunk: ``run_chunk(state, dataset) -> (state, metrics)``: the state stays split over
+        the mesh; ``metrics`` (``{name: [S, chunk_size]}``, plus ``"nonfinite"``) are replicated.
+        Place the dataset once with :func:`put_replicated` (otherwise it is copied every call).
+      evaluate: ``evaluate(learner_state, keys [S]) -> {"sum_rate", "p5_rate", "score",
+        "return"} -> [S]`` NumPy, the greedy policies on held-out keys (as ``Trainer.evaluate``).
+      evaluate_rates: ``evaluate_rates(learner_state, keys [S], num_episodes) -> (ue_rates
+        [S, E, K], mean return [S])`` NumPy (as ``Trainer.evaluate_rates``).
+      mesh: the mesh.
+    """
+
+    init: Callable
+    run_chunk: Callable
+    evaluate: Callable
+    evaluate_rates: Callable
+    mesh: Mesh
+
+
+def shard_trainer(trainer, mesh: Mesh) -> ShardedTrainer:
+    """Split the seeds of ``trainer`` (:func:`jaxrrm.train.make_train`) over ``mesh``.
+
+    Uses ``trainer.init``, ``chunk_fn``, ``learner``, ``env_cfg``, ``env_params`` and
+    ``train_cfg``. Every function returned accepts unplaced inputs (placed on each call) and
+    works across processes.
+
+    Raises:
+      ValueError: ``D`` does not divide ``trainer.train_cfg.num_seeds`` (seeds are not padded).
+    """
+    check_divisible(trainer.train_cfg.num_seeds, mesh, "num_seeds")
+    init = shard_batched(trainer.init, mesh, (True,), gather_out=False, what="num_seeds")
+    run_chunk = shard_batched(trainer.chunk_fn, mesh, (True, False), gather_out=(False, True),
+                              what="num_seeds")
+    learner, env_cfg, env_params = trainer.learner, trainer.env_cfg, trainer.env_params
+
+    @functools.lru_cache(maxsize=8)
+    def rates_fn(num_episodes: int):
+        def eval_rates(ls, keys, params):
+            # As jaxrrm.train's eval_rates: each seed's greedy policy on its own key.
+            def one(state, key):
+                pol = learner.policy(state.params, greedy=True)
+                rates, ret = evallib.rollout_seeds(key[None], pol, params, env_cfg,
+                                                   num_episodes)
+                return rates[0], ret[0]
+
+            return jax.vmap(one)(ls, keys)
+
+        return shard_batched(eval_rates, mesh, (True, True, False), gather_out=True,
+                             what="num_seeds")
+
+    def evaluate_rates(learner_state, keys, num_episodes: int):
+        if isinstance(num_episodes, bool) or not isinstance(num_episodes, (int, np.integer)) \
+                or num_episodes < 1:
+            raise ValueError(f"num_episodes={num_episodes!r} is invalid: allowed is an integer "
+                             ">= 1")
+        return gather(rates_fn(int(num_episodes))(learner_state, keys, env_params))
+
+    def evaluate_seeds(learner_state, keys):
+        rates, ret = evaluate_rates(learner_state, keys, trainer.train_cfg.eval_episodes)
+        out = evallib.seed_metrics(rates, env_params.score_mu)
+        out["return"] = np.asarray(ret, np.float64)
+        return out
+
+    return ShardedTrainer(init=init, run_chunk=run_chunk, evaluate=evaluate_seeds,
+                          evaluate_rates=evaluate_rates, mesh=mesh)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _devices_arg(text: str):
+    if text == "all":
+        return "all"
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}"
+                                         ) from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {v}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    v = _nonneg_int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the device and host options (all optional; one process on one device by default)."""
+    g = parser.add_argument_group(
+        "devices and hosts", "shard episodes and seeds over devices and processes with JAX's "
+        "distributed runtime (see README 'Scaling out'); results do not depend on these")
+    g.add_argument("--devices", type=_devices_arg, default=None, metavar="N|all",
+                   help="devices to shard over, of every process (default: 1 for one process, "
+                        "all for a multi-process run); on CPU, more than one needs XLA_FLAGS="
+                        "--xla_force_host_platform_device_count=N")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help=f"address of process 0 for a multi-process run (default "
+                        f"${ENV_COORDINATOR})")
+    g.add_argument("--num-processes", type=_positive_int, default=None, metavar="N",
+                   help=f"number of processes of a multi-process run (default "
+                        f"${ENV_NUM_PROCESSES})")
+    g.add_argument("--process-id", type=_nonneg_int, default=None, metavar="I",
+                   help=f"this process, 0..N-1 (default ${ENV_PROCESS_ID})")
+    g.add_argument("--auto-cluster", action="store_true",
+                   help="let JAX detect the cluster (Slurm, Open MPI, Kubernetes, Cloud TPU) "
+                        "for the coordinator, process count and id")
+
+
+def setup(args) -> Optional[Mesh]:
+    """Initialize the distributed runtime from :func:`add_arguments`' options and make the mesh.
+
+    Call it before any other JAX work (before building environment parameters).
+
+    Returns:
+      None for the default (one process, one device: callers take their unsharded path), else
+      the 1-D mesh over ``--devices`` devices (all of them for a multi-process run).
+
+    Raises:
+      ValueError: inconsistent options (see :func:`initialize`, :func:`make_mesh`).
+    """
+    initialize(getattr(args, "coordinator", None), getattr(args, "num_processes", None),
+               getattr(args, "process_id", None), auto_detect=getattr(args, "auto_cluster", False))
+    devices = getattr(args, "devices", None)
+    if devices is None:
+        devices = "all" if jax.process_count() > 1 else 1
+    if devices == "all":
+        devices = len(jax.devices())
+    if devices == 1 and jax.process_count() == 1:
+        return None
+    return make_mesh(devices)
+
+
+def describe(mesh: Optional[Mesh]) -> dict:
+    """JSON-able description of the run's layout (for a run's config file; not for summaries,
+    which do not depend on it)."""
+    return {"process_count": jax.process_count(), "process_index": jax.process_index(),
+            "mesh_devices": 1 if mesh is None else num_devices(mesh),
+            "platform": jax.default_backend(),
+            "local_devices": [str(d) for d in jax.local_devices()]}
