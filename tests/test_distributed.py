@@ -303,18 +303,34 @@ def _free_port() -> int:
     raise RuntimeError("no free TCP port in 20000..31999")
 
 
-@pytest.mark.slow
-def test_two_process_run_matches_single_process(tmp_path):
+def _launch_two(out_dir):
     port = _free_port()
-    procs = [subprocess.Popen(
-        [sys.executable, "-c", TWO_PROCESS_SCRIPT, "--out", str(tmp_path / "multi"),
+    return [subprocess.Popen(
+        [sys.executable, "-c", TWO_PROCESS_SCRIPT, "--out", str(out_dir),
          "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
         env=_env(1), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
+
+
+@pytest.mark.slow
+def test_two_process_run_matches_single_process(tmp_path):
+    procs = _launch_two(tmp_path / "multi")
     try:  # meanwhile, the single-process run here (no flags: the default; shares compilations)
         ref = json.loads(json.dumps(small_experiment(["--out", str(tmp_path / "single")])))
     finally:
-        outs = _finish(procs)
+        try:
+            outs = _finish(procs)
+        except AssertionError as first:
+            # One unexplained start-up failure of the localhost pair was seen in ~10 runs on a
+            # heavily loaded machine; relaunch once on a fresh port (a second failure fails
+            # the test, with both errors).
+            import shutil
+
+            shutil.rmtree(tmp_path / "multi", ignore_errors=True)
+            try:
+                outs = _finish(_launch_two(tmp_path / "multi"))
+            except AssertionError as second:
+                raise AssertionError(f"{first}\n--- relaunch ---\n{second}") from None
     s0, s1 = (json.loads(o.strip().splitlines()[-1]) for o in outs)
     assert s0.pop("_layout") == {"processes": 2, "devices": 2}
     assert s1.pop("_layout") == {"processes": 2, "devices": 2}
