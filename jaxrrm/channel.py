@@ -300,6 +300,18 @@ def _seed_words(key):
     return words[0], words[-1]
 
 
+def seed_words(keys):
+    """The two seed words of each key of a batch: ``(s0, s1)``, uint32 arrays of the batch shape.
+
+    For a single key the same words as :func:`hash_normal` uses; for a batch of keys (typed, or raw
+    ``uint32[..., n]``) the words of each key, for :func:`hash_normal_from_words`.
+    """
+    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        keys = jax.random.key_data(keys)
+    words = jnp.asarray(keys).astype(jnp.uint32)
+    return words[..., 0], words[..., -1]
+
+
 def hash_normal(key, shape, std=1.0):
     r"""Gaussian numbers from a counter-based hash keyed by ``key`` (fast on CPU).
 
@@ -328,7 +340,30 @@ def hash_normal(key, shape, std=1.0):
       ``shape`` float32, i.i.d. :math:`\mathcal N(0, \mathrm{std}^2)`.
     """
     s0, s1 = _seed_words(key)
-    n = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    return hash_normal_from_words(s0, s1, shape, std)
+
+
+def hash_normal_from_words(s0, s1, shape, std=1.0):
+    r""":func:`hash_normal` from the key's two seed words, batched over *trailing* axes.
+
+    ``hash_normal(key, shape, std)`` is ``hash_normal_from_words(s0, s1, shape, std)`` with
+    ``(s0, s1)`` the first and last uint32 word of ``key``'s data. With ``s0`` and ``s1`` of shape
+    ``B`` (one pair per key of a batch), the result has shape ``shape + B`` and its ``[..., b]``
+    slice is bit for bit the numbers of key ``b``: the same element-wise computation, with the
+    batch on the last axes (the episodes-last layout of :func:`jaxrrm.env.rollout`).
+
+    Args:
+      s0, s1: uint32 scalars or arrays of the same shape ``B``.
+      shape: per-key output shape (static).
+      std: scalar float, standard deviation.
+
+    Returns:
+      ``shape + B`` float32, i.i.d. :math:`\mathcal N(0, \mathrm{std}^2)`.
+    """
+    s0 = jnp.asarray(s0, jnp.uint32)
+    s1 = jnp.asarray(s1, jnp.uint32)
+    shape = tuple(shape)
+    n = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape + (1,) * s0.ndim)
     h = _mix32(_mix32(_mix32(n ^ s0) ^ s1) + jnp.uint32(0x9E3779B9))
     # 2u - 1 as the odd integers in (-2^24, 2^24), exact in float32 (so never +-1).
     t = (h >> 8).astype(jnp.int32)

@@ -28,8 +28,9 @@ def seed_keys(seed: int, num_seeds: int):
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(num_seeds))
 
 
-@functools.partial(jax.jit, static_argnames=("policy", "cfg", "num_episodes"))
-def rollout_seeds(keys, policy: Policy, params: EnvParams, cfg: EnvConfig, num_episodes: int):
+@functools.partial(jax.jit, static_argnames=("policy", "cfg", "num_episodes", "layout"))
+def rollout_seeds(keys, policy: Policy, params: EnvParams, cfg: EnvConfig, num_episodes: int,
+                  layout: str = "vmap"):
     """Per-UE average rates of ``num_episodes`` episodes for each seed key.
 
     Args:
@@ -37,12 +38,15 @@ def rollout_seeds(keys, policy: Policy, params: EnvParams, cfg: EnvConfig, num_e
       policy: a :data:`jaxrrm.env.Policy`.
       params, cfg: environment.
       num_episodes: ``E`` per seed.
+      layout: :func:`jaxrrm.env.rollout`'s batch layout (``"vmap"``, the default, gives the
+        results of earlier versions bit for bit; ``"episodes_last"`` or ``"auto"`` is faster on
+        CPU for many episodes of a small network, equal to float32 rounding).
 
     Returns:
       ``ue_rates_mbps`` ``[S, E, K]`` float32 and mean episode return ``[S]`` float32.
     """
     def one(key):
-        res = rollout(key, policy, params, cfg, num_episodes)
+        res = rollout(key, policy, params, cfg, num_episodes, layout=layout)
         return res.ue_rates_mbps, jnp.mean(jnp.sum(res.rewards, axis=-1))
 
     return jax.vmap(one)(keys)

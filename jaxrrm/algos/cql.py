@@ -108,11 +108,10 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
-from ..baselines import decode_joint_action, encode_joint_action, joint_action_table
+from ..baselines import decode_joint_action, encode_joint_action
 from ..config import EnvConfig
 from ..data import Transitions
 from ..networks import (MLP, ensemble_apply, ensemble_init, mask_logits, masked_argmax,
@@ -373,9 +372,17 @@ def joint_action_mask(mask, env_cfg: EnvConfig):
     if tuple(mask.shape[-2:]) != (num_aps, a):
         raise ValueError(f"mask has trailing shape {tuple(mask.shape[-2:])}, expected "
                          f"(num_aps, num_actions) = {(num_aps, a)}")
-    table = joint_action_table(env_cfg)                   # [J, I] NumPy
-    per = mask[..., np.arange(num_aps)[None, :], table]   # [..., J, I]
-    return jnp.all(per, axis=-1)
+    # AND of the per-AP masks broadcast over an I-dimensional grid [..., A, ..., A] (AP 0 on
+    # the slowest axis), flattened row-major: that is the base-A order of encode_joint_action.
+    # (A gather through joint_action_table gives the same, but XLA fuses that gather into every
+    # masked op over the joint actions: ~1.5x slower updates with 16 vmapped seeds.)
+    mask = jnp.asarray(mask, bool)
+    lead = mask.shape[:-2]
+    out = None
+    for i in range(num_aps):
+        m = mask[..., i, :].reshape(lead + tuple(a if j == i else 1 for j in range(num_aps)))
+        out = m if out is None else out & m
+    return jnp.reshape(out, lead + (a ** num_aps,))
 
 
 def canonical_actions(actions, mask, env_cfg: EnvConfig):
