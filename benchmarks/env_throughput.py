@@ -222,8 +222,13 @@ def run_scenario(name: str, config: dict, jax_episodes, layouts, numpy_vec_episo
           f"T = {cfg.horizon}", flush=True)
     base = {"config": config, "policy": policy, "min_seconds": min_seconds}
     rows_jax, rows_np = [], []
-    for e in jax_episodes:
-        for layout in layouts:
+    r = _run_point({**base, "kind": "numpy", "episodes": numpy_loop_episodes, "batched": False,
+                    "streams": "episode"}, isolate, timeout_s)
+    rows_np.append(r)
+    print(f"numpy loop ({numpy_loop_episodes} episodes, one at a time): {_fmt_row(r)}", flush=True)
+    # JAX and vectorized NumPy of the same E back to back, so that they meet similar loads.
+    for e in sorted(set(jax_episodes) | set(numpy_vec_episodes)):
+        for layout in layouts if e in jax_episodes else ():
             if e * links > max_links:
                 r = {"episodes": e, "layout": layout,
                      "error": f"skipped: {e * links:,} links per step > --max-links {max_links:,}"}
@@ -232,19 +237,15 @@ def run_scenario(name: str, config: dict, jax_episodes, layouts, numpy_vec_episo
                                isolate, timeout_s)
             rows_jax.append(r)
             print(f"jax {layout:>13s} E={e:6d}: {_fmt_row(r)}", flush=True)
-    r = _run_point({**base, "kind": "numpy", "episodes": numpy_loop_episodes, "batched": False,
-                    "streams": "episode"}, isolate, timeout_s)
-    rows_np.append(r)
-    print(f"numpy loop ({numpy_loop_episodes} episodes, one at a time): {_fmt_row(r)}", flush=True)
-    for e in numpy_vec_episodes:
-        for streams in numpy_streams:
+        for streams in numpy_streams if e in numpy_vec_episodes else ():
             r = _run_point({**base, "kind": "numpy", "episodes": e, "batched": True,
                             "streams": streams}, isolate, timeout_s)
             rows_np.append(r)
             print(f"numpy vectorized ({streams:>7s} streams) E={e:6d}: {_fmt_row(r)}", flush=True)
     ratios = _ratios(rows_jax, rows_np)
     for row in ratios:
-        parts = [f"{row['vs_numpy_loop']:.0f}x loop (CPU {row['vs_numpy_loop_cpu']:.0f}x)"]
+        parts = ([f"{row['vs_numpy_loop']:.0f}x loop (CPU {row['vs_numpy_loop_cpu']:.0f}x)"]
+                 if "vs_numpy_loop" in row else [])
         for key, label in (("vs_numpy_vectorized", "vectorized"),
                            ("vs_numpy_vectorized_shared", "vectorized-shared")):
             if key in row:

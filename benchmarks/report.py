@@ -24,6 +24,10 @@ the JAX version and the commit. Steps are environment steps: one slot of one epi
 An update is one CQL gradient step (critics, actor and temperature) on one minibatch of one seed.
 """
 
+#: The written analysis (where the targets stand, what limits them), kept by hand beside the
+#: generated tables and placed after the header.
+ANALYSIS = HERE / "ANALYSIS.md"
+
 
 def _fmt_load(x) -> str:
     return "n/a" if x is None else f"{x:.2f}"
@@ -347,8 +351,10 @@ def _runs(results_dir: Path, name: str) -> list:
     return list(reversed(runs))  # newest first
 
 
-def render(results_dir: Path = RESULTS) -> str:
+def render(results_dir: Path = RESULTS, analysis: Path = ANALYSIS) -> str:
     parts = [HEADER]
+    if analysis is not None and Path(analysis).is_file():
+        parts += [Path(analysis).read_text().rstrip() + "\n"]
     sections = [("Simulator throughput (`python -m benchmarks.env_throughput`)", "env_throughput",
                  _env_section),
                 ("Offline training throughput (`python -m benchmarks.train_throughput`)",

@@ -25,7 +25,8 @@ and per-network ("loop") layouts. The headline ratio is the JAX trainer's one-se
 The dataset is synthetic by default (random observations, random masks with idle always valid,
 valid random actions): an update's cost does not depend on the values. ``--dataset DIR`` uses
 a saved one instead. ``--ctde-e2e`` also times ``python -m experiments.ctde --no-plots
---no-progress`` end to end in a subprocess (default flags).
+--no-progress`` end to end in a subprocess (default flags, an empty data directory: the
+behaviour dataset is made inside the timed run, as on a fresh machine).
 
 Results: ``benchmarks/results/train_throughput-<timestamp>.json`` (machine, load averages, JAX
 and torch versions, commit); ``python -m benchmarks.report`` renders them.
@@ -285,16 +286,21 @@ def bench_torch(env_cfg, lc, jax_params, dataset, batch: int, threads: int, styl
 
 def time_ctde_e2e(extra_args=(), timeout: float | None = None) -> dict:
     """Wall and CPU time of ``python -m experiments.ctde --no-plots --no-progress --out <tmp>``
-    (default flags otherwise) in a subprocess."""
+    (default flags otherwise) in a subprocess, with an empty ``--data-dir`` (the behaviour
+    dataset is made inside the timed run, as on a fresh machine) unless ``extra_args`` names
+    one."""
     with tempfile.TemporaryDirectory(prefix="ctde-e2e-") as tmp:
         out_dir = Path(tmp) / "run"
+        extra_args = list(extra_args)
+        # As on a fresh machine: the behaviour dataset is made inside the timed run, in an
+        # empty data directory, unless the caller passes its own --data-dir to reuse a cache.
+        fresh = "--data-dir" not in extra_args
+        if fresh:
+            extra_args += ["--data-dir", str(Path(tmp) / "data")]
         cmd = [sys.executable, "-m", "experiments.ctde", "--no-plots", "--no-progress",
                "--out", str(out_dir), *extra_args]
-        cache = Path(__file__).resolve().parent.parent / "datasets" / "cache"
         row = {"command": " ".join(cmd[1:]), "load_before": _load(),
-               # a cached behaviour dataset (experiments.ctde's default --data-dir) is reused
-               # by the run, which then skips making it
-               "dataset_cache_present": cache.is_dir() and any(cache.iterdir())}
+               "dataset_made_in_run": fresh}
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         try:

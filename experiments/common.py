@@ -235,9 +235,9 @@ def _pyplot():
     return plt
 
 
-def _finish(fig, ax, path: Path, title: str) -> None:
+def _finish(fig, ax, path: Path, title: str, legend_loc: str = "best") -> None:
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc=legend_loc)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -416,7 +416,7 @@ def plot_frontier(path: Path, rows, references: Optional[Dict[str, dict]] = None
                     yerr=_ci(s["sum_rate"]), fmt="D", ms=5, capsize=2, label=name)
     ax.set_xlabel("5th-percentile rate [Mbit/s]")
     ax.set_ylabel("sum rate [Mbit/s]")
-    _finish(fig, ax, path, title)
+    _finish(fig, ax, path, title, legend_loc="lower right")  # the frontier runs top left
 
 
 def plot_side_by_side(path: Path, entries: Dict[str, Dict[str, dict]], panels: Dict[str, str],

@@ -15,7 +15,9 @@ every λ, only their returns change).
 Writes the usual files and ``lambda_frontier.png`` (sum rate against 5th-percentile rate, one
 point per λ for each learner and the exhaustive oracle, the λ-independent baselines as single
 points) and ``lambda_score.png`` (score against λ). summary.json's ``"sweep"`` holds one row per
-(λ, method) and ``"frontier"`` each learner's points and its best λ by score.
+(λ, method) and ``"frontier"``, for each learner and the exhaustive oracle, its points, its best
+λ by score and ``"trade_off"`` (:func:`trade_off`: paired per-seed differences between
+neighbouring λ's and whether sum rate falls and 5%-rate rises monotonically).
 """
 
 from __future__ import annotations
@@ -53,6 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def trade_off(per_seed, labels) -> dict:
+    """Is the sum-rate vs tail-rate trade monotone along ``labels`` (increasing λ)?
+
+    ``per_seed`` maps a method label to its per-seed metrics (``{"sum_rate": [S], "p5_rate":
+    [S], ...}``), every label evaluated on the same test episodes, so neighbouring λ's are
+    compared by paired per-seed differences (mean ± 95% CI, :func:`pipeline.paired_difference`).
+    ``monotone`` is true when every step lowers the sum rate *and* raises the 5%-rate
+    significantly; ``same_direction`` when every step's means move that way.
+    """
+    from jaxrrm import pipeline
+
+    steps = []
+    for lo, hi in zip(labels[:-1], labels[1:]):
+        steps.append({"from": lo, "to": hi, **{
+            key: pipeline.paired_difference(per_seed[hi][key], per_seed[lo][key])
+            for key in ("sum_rate", "p5_rate")}})
+    return {"steps": steps,
+            "same_direction": all(s["sum_rate"]["mean"] < 0 < s["p5_rate"]["mean"]
+                                  for s in steps),
+            "monotone": all(s["sum_rate"]["sign"] == -1 and s["p5_rate"]["sign"] == 1
+                            for s in steps)}
+
+
 def run(args):
     from experiments import common, runner
 
@@ -63,13 +88,18 @@ def run(args):
 
     def analyse(results, summary, rows):
         frontier = {}
-        for name in args.learners:
-            rs = runner.rows_of(rows, runner.LEARNERS[name])
+        methods = [runner.LEARNERS[name] for name in args.learners]
+        if "exhaustive" in args.baselines:
+            methods.append("exhaustive")
+        for method in methods:
+            rs = runner.rows_of(rows, method)
             best = max(rs, key=lambda r: r["score"]["mean"])
-            frontier[runner.LEARNERS[name]] = {
+            frontier[method] = {
                 "best_lambda": best["value"],
                 "points": [{"lambda": r["value"], "sum_rate": r["sum_rate"],
-                            "p5_rate": r["p5_rate"], "score": r["score"]} for r in rs]}
+                            "p5_rate": r["p5_rate"], "score": r["score"]} for r in rs],
+                "trade_off": trade_off({r["label"]: results[r["label"]].per_seed for r in rs},
+                                       [r["label"] for r in rs])}
         return {"frontier": frontier}
 
     def plot(out, summary, rows, title):
@@ -89,7 +119,12 @@ def run(args):
     for method, f in extra["frontier"].items():
         pts = ", ".join(f"λ={p['lambda']:g}: {p['sum_rate']['mean']:.1f} / "
                         f"{p['p5_rate']['mean']:.2f}" for p in f["points"])
-        print(f"{method} (sum rate / 5%-rate): {pts}; best score at λ = {f['best_lambda']:g}")
+        t = f["trade_off"]
+        verdict = ("monotone (every step significant, paired over seeds)" if t["monotone"] else
+                   "same direction at every step, not every step significant"
+                   if t["same_direction"] else "not monotone")
+        print(f"{method} (sum rate / 5%-rate): {pts}; best score at λ = {f['best_lambda']:g}; "
+              f"trade-off {verdict}")
     return path
 
 

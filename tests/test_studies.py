@@ -125,6 +125,10 @@ def test_lambda_sweep(tmp_path):
     _check_sweep(s, [0.5, 0.9], ["CTDE-MARL-CQL", "tdm", "full_reuse"])
     pts = s["frontier"]["CTDE-MARL-CQL"]["points"]
     assert [p["lambda"] for p in pts] == [0.5, 0.9]
+    t = s["frontier"]["CTDE-MARL-CQL"]["trade_off"]
+    assert [(x["from"], x["to"]) for x in t["steps"]] == [("lambda=0.5 / CTDE-MARL-CQL",
+                                                           "lambda=0.9 / CTDE-MARL-CQL")]
+    assert "exhaustive" in s["frontier"]
     # Each lambda's relative score is against its own TDM; TDM's actions do not depend on λ.
     m = s["methods"]
     assert m["lambda=0.5 / tdm"]["score"]["mean"] == pytest.approx(
@@ -233,3 +237,24 @@ def test_help_documents_every_flag(module, capsys):
         assert action.help, action.dest
         for opt in action.option_strings:
             assert opt in text
+
+
+def test_lambda_trade_off_by_hand():
+    # Three λ's, 4 seeds. Sum rate falls by 10 +- 1 and 5%-rate rises by 0.5 +- 0.1 at every
+    # step: monotone. Then the second step's 5%-rate change is noise around 0: same direction
+    # in the mean but not significant, so not monotone.
+    base = np.array([200.0, 210.0, 190.0, 205.0])
+    tail = np.array([2.0, 2.2, 1.9, 2.1])
+    jitter = np.array([0.5, -0.5, 1.0, -1.0])
+    per_seed = {f"l{i}": {"sum_rate": base - 10 * i + jitter * i,
+                          "p5_rate": tail + 0.5 * i + 0.05 * jitter * i} for i in range(3)}
+    t = lambda_sweep.trade_off(per_seed, ["l0", "l1", "l2"])
+    assert t["monotone"] and t["same_direction"]
+    assert t["steps"][0]["sum_rate"]["mean"] == pytest.approx(-10.0)
+    assert t["steps"][1]["p5_rate"]["mean"] == pytest.approx(0.5)
+    per_seed["l2"]["p5_rate"] = per_seed["l1"]["p5_rate"] + np.array([0.3, -0.3, 0.2, -0.1])
+    t = lambda_sweep.trade_off(per_seed, ["l0", "l1", "l2"])
+    assert t["same_direction"] and not t["monotone"]
+    assert t["steps"][1]["p5_rate"]["sign"] == 0
+    per_seed["l2"]["sum_rate"] = per_seed["l1"]["sum_rate"] + 5.0
+    assert not lambda_sweep.trade_off(per_seed, ["l0", "l1", "l2"])["same_direction"]
