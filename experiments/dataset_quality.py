@@ -10,7 +10,8 @@ behaviour policy itself (greedy for the online learners) and the baselines, on t
 episodes. Writes the usual files and ``dataset_quality.png``: score per behaviour dataset (mean ±
 95% CI over seeds), the baselines as horizontal bands. summary.json's ``"sweep"`` holds one row
 per (behaviour, method), ``"datasets"`` each dataset's path, fingerprint and mean reward, and
-``"ranking"`` the behaviours ordered by each learner's score.
+``"ranking"`` the behaviours ordered by each learner's score and ``"ranking_test"`` the
+paired per-seed score differences between neighbours in that order (:func:`ranking_test`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def ranking_test(per_seed, labels) -> dict:
+    """The datasets ranked by mean score, and whether each step of the ranking is significant.
+
+    ``labels`` maps each behaviour to the label of one learner trained on its dataset;
+    ``per_seed`` maps a label to its per-seed metrics. All were evaluated on the same test
+    episodes, so neighbours in the ranking are compared by the paired per-seed score difference
+    (mean ± 95% CI, :func:`pipeline.paired_difference`). ``strict`` is true when every
+    neighbouring difference is significantly positive.
+    """
+    from jaxrrm import pipeline
+
+    order = sorted(labels, key=lambda b: -float(sum(per_seed[labels[b]]["score"]))
+                   / len(per_seed[labels[b]]["score"]))
+    steps = [{"better": hi, "worse": lo,
+              "score": pipeline.paired_difference(per_seed[labels[hi]]["score"],
+                                                  per_seed[labels[lo]]["score"])}
+             for hi, lo in zip(order[:-1], order[1:])]
+    return {"order": order, "steps": steps,
+            "strict": all(s["score"]["sign"] == 1 for s in steps)}
+
+
 def run(args):
     from experiments import common, runner
 
@@ -57,12 +79,14 @@ def run(args):
     run_.spec = variants[0].spec   # config.json's "dataset": the first; "study" has all
 
     def analyse(results, summary, rows):
-        ranking = {}
+        ranking, tests = {}, {}
         for name in args.learners:
-            rs = sorted(runner.rows_of(rows, runner.LEARNERS[name]),
-                        key=lambda r: -r["score"]["mean"])
-            ranking[runner.LEARNERS[name]] = [r["value"] for r in rs]
-        return {"ranking": ranking}
+            rs = runner.rows_of(rows, runner.LEARNERS[name])
+            test = ranking_test({r["label"]: results[r["label"]].per_seed for r in rs},
+                                {r["value"]: r["label"] for r in rs})
+            ranking[runner.LEARNERS[name]] = test["order"]
+            tests[runner.LEARNERS[name]] = test
+        return {"ranking": ranking, "ranking_test": tests}
 
     def plot(out, summary, rows, title):
         refs = {n: summary[n] for n in summary if " / " not in n}
@@ -74,8 +98,12 @@ def run(args):
                                    value_name="behaviour", plot=plot, analyse=analyse,
                                    extra_config={"datasets": [dataclasses.asdict(v.spec)
                                                               for v in variants]})
-    for method, order in extra["ranking"].items():
-        print(f"{method}: datasets by score: {' > '.join(order)}")
+    for method, test in extra["ranking_test"].items():
+        steps = ", ".join(f"{t['better']} - {t['worse']}: {t['score']['mean']:+.1f} ± "
+                          f"{t['score']['ci95']:.1f}" for t in test["steps"])
+        print(f"{method}: datasets by score: {' > '.join(test['order'])} (paired score "
+              f"differences {steps}; {'every step' if test['strict'] else 'not every step'} "
+              "significant)")
     return path
 
 

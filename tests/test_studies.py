@@ -80,10 +80,28 @@ def test_dataset_quality_with_plots(tmp_path):
                        "full_reuse / CTDE-MARL-CQL", "full_reuse / behaviour"])
     _check_sweep(s, ["random_walk", "full_reuse"], ["CTDE-MARL-CQL"])
     assert sorted(s["ranking"]["CTDE-MARL-CQL"]) == ["full_reuse", "random_walk"]
+    test = s["ranking_test"]["CTDE-MARL-CQL"]
+    assert test["order"] == s["ranking"]["CTDE-MARL-CQL"] and len(test["steps"]) == 1
+    assert test["steps"][0]["score"]["mean"] >= 0
     assert {d["behaviour"] for d in s["datasets"].values()} == {"random_walk", "full_reuse"}
     assert {"dataset_quality.png", "rate_cdf.png", "sum_vs_tail.png",
             "learning_curves.png"} <= files
     assert all((out / f).stat().st_size > 1000 for f in files if f.endswith(".png"))
+
+
+def test_dataset_ranking_by_hand():
+    # Scores of 4 seeds: A beats B by 2 +- a little on every seed, C is B's mean plus noise.
+    a = np.array([270.0, 275.0, 268.0, 272.0])
+    per_seed = {"A": {"score": a}, "B": {"score": a - 2 + np.array([0.1, -0.1, 0.2, -0.2])},
+                "C": {"score": a - 2 + np.array([-1.0, 1.5, -2.0, 0.9])}}
+    t = dataset_quality.ranking_test(per_seed, {"sac": "A", "dqn": "B", "rw": "C"})
+    assert t["order"] == ["sac", "dqn", "rw"]     # C's mean is 0.15 below B's: noise
+    assert t["steps"][0]["score"]["mean"] == pytest.approx(2.0)
+    assert t["steps"][1]["score"]["mean"] == pytest.approx(0.15)
+    assert t["steps"][1]["score"]["sign"] == 0 and not t["strict"]
+    per_seed["C"]["score"] = a - 5 + np.array([0.1, -0.1, 0.0, 0.0])
+    t = dataset_quality.ranking_test(per_seed, {"sac": "A", "dqn": "B", "rw": "C"})
+    assert t["order"] == ["sac", "dqn", "rw"] and t["strict"]
 
 
 def test_dataset_size_nested_slices(tmp_path):
