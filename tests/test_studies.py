@@ -137,7 +137,8 @@ def test_last_transitions_is_the_tail():
 
 def test_lambda_sweep(tmp_path):
     _, s, _ = _run(lambda_sweep, tmp_path, TINY + ["--behaviour", "random_walk",
-                                                    "--lambdas", "0.5", "0.9"])
+                                                    "--lambdas", "0.5", "0.9",
+                                                    "--baselines", "full_reuse", "exhaustive"])
     _check_methods(s, ["lambda=0.5 / tdm", "lambda=0.9 / full_reuse",
                        "lambda=0.9 / CTDE-MARL-CQL"])
     _check_sweep(s, [0.5, 0.9], ["CTDE-MARL-CQL", "tdm", "full_reuse"])
@@ -146,7 +147,8 @@ def test_lambda_sweep(tmp_path):
     t = s["frontier"]["CTDE-MARL-CQL"]["trade_off"]
     assert [(x["from"], x["to"]) for x in t["steps"]] == [("lambda=0.5 / CTDE-MARL-CQL",
                                                            "lambda=0.9 / CTDE-MARL-CQL")]
-    assert "exhaustive" in s["frontier"]
+    assert [p["lambda"] for p in s["frontier"]["exhaustive"]["points"]] == [0.5, 0.9]
+    assert len(s["frontier"]["exhaustive"]["trade_off"]["steps"]) == 1
     # Each lambda's relative score is against its own TDM; TDM's actions do not depend on λ.
     m = s["methods"]
     assert m["lambda=0.5 / tdm"]["score"]["mean"] == pytest.approx(
