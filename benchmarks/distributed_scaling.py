@@ -34,7 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).parent / "results"
+from benchmarks.common import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,7 +61,7 @@ def run_worker(args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.env_throughput import _time_repeated
+    from benchmarks.common import time_calls
     from jaxrrm import EnvConfig, EnvParams, baselines, data, distributed as dist, evaluate, train
     from jaxrrm.algos import cql
     from jaxrrm.algos.common import NetConfig
@@ -83,7 +84,7 @@ def run_worker(args) -> dict:
         jax.block_until_ready(dist.rollout_seeds(keys, pol, params, cfg, args.episodes, mesh))
         row["rollout_first_call_s"] = time.perf_counter() - t0
         counter = iter(range(1, 1 << 30))
-        sec, cpu, reps = _time_repeated(lambda: jax.block_until_ready(dist.rollout_seeds(
+        sec, cpu, reps = time_calls(lambda: jax.block_until_ready(dist.rollout_seeds(
             evaluate.seed_keys(next(counter), args.seeds), pol, params, cfg, args.episodes,
             mesh)), args.min_seconds)
         steps = args.seeds * args.episodes * cfg.horizon
@@ -110,7 +111,7 @@ def run_worker(args) -> dict:
         def chunk():
             state[0] = jax.block_until_ready(run_chunk(state[0], ds))[0]
 
-        sec, cpu, reps = _time_repeated(chunk, args.min_seconds)
+        sec, cpu, reps = time_calls(chunk, args.min_seconds)
         row.update(train_s=sec, train_cpu_s=cpu, train_repeats=reps,
                    train_updates_per_s=args.chunk * args.train_seeds / sec)
         print(f"D={d}: rollouts {row['rollout_steps_per_s']:12.0f} steps/s, training "
@@ -227,14 +228,7 @@ def main(argv=None) -> int:
         "rows": rows, "machine": machine_info(), "jax_version": jax.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out = args.out
-    if out is None:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = RESULTS_DIR / f"distributed_scaling-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    out = write_json(result, args.out, "distributed_scaling")
     print(f"written to {out}")
     return 0
 

@@ -32,13 +32,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).parent / "results"
+from benchmarks.common import load_avg as _load
+from benchmarks.common import peak_rss_mib as _peak_rss_mib
+from benchmarks.common import time_calls as _time_calls
+from benchmarks.common import write_json
+
 SCHEMA_VERSION = 2
 LAYOUTS = ("episodes_last", "vmap")
 #: Marks the result line a worker subprocess prints.
@@ -55,28 +58,6 @@ LARGE_SCENARIOS = (
     ("64x1024", dict(num_aps=64, num_ues=1024, num_candidates=1, allow_idle=False, horizon=20),
      (1, 4, 16, 64, 256), (4, 16), 1),
 )
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _load() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def _time_calls(fn, min_seconds: float, warmup: bool):
-    """Wall and CPU seconds per call of ``fn()``, over as many calls as fit in ``min_seconds``
-    (at least one, after an untimed warm-up call if ``warmup``)."""
-    if warmup:
-        fn()
-    n, t0, c0 = 0, time.perf_counter(), time.process_time()
-    while True:
-        fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_seconds:
-            return dt / n, (time.process_time() - c0) / n, n
 
 
 def _rates(row: dict, steps: int, num_ues: int) -> dict:
@@ -351,14 +332,7 @@ def main(argv=None) -> int:
         "machine": machine_info(), "jax_version": jax.__version__,
         "started": started, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out = args.out
-    if out is None:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = RESULTS_DIR / f"env_throughput-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    out = write_json(result, args.out, "env_throughput")
     print(f"written to {out}")
     return 0
 

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import resource
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.train_throughput import RESULTS_DIR, _load, synthetic_dataset, write_json
+from benchmarks.common import RESULTS_DIR, peak_rss_mib, write_json
+from benchmarks.common import time_calls as _time_calls
+from benchmarks.common import load_avg as _load
+from benchmarks.train_throughput import synthetic_dataset
 
 DEFAULT_AXES = {
     "num_aps": [2, 4, 8, 12],
@@ -41,17 +43,6 @@ DEFAULT_AXES = {
     "num_candidates": [1, 2, 3, 6, 12],
 }
 TINY_AXES = {"num_aps": [2, 3], "num_ues": [6, 12], "num_candidates": [1, 2]}
-
-
-def _timed(fn, min_seconds: float, min_calls: int = 2):
-    """Mean wall and CPU seconds of ``fn()`` (already warmed up) over >= ``min_seconds``."""
-    n, t0, c0 = 0, time.perf_counter(), time.process_time()
-    while True:
-        fn()
-        n += 1
-        wall = time.perf_counter() - t0
-        if wall >= min_seconds and n >= min_calls:
-            return wall / n, (time.process_time() - c0) / n, n
 
 
 def env_cost(cfg, episodes: int, min_seconds: float) -> dict:
@@ -72,7 +63,7 @@ def env_cost(cfg, episodes: int, min_seconds: float) -> dict:
         jax.block_until_ready(compiled(jax.random.key(next(counter))))
 
     call()
-    sec, cpu, n = _timed(call, min_seconds)
+    sec, cpu, n = _time_calls(call, min_seconds, min_calls=2)
     steps = episodes * cfg.horizon
     return {"compile_s": compile_s, "call_s": sec, "calls": n,
             "us_per_step": 1e6 * sec / steps, "us_per_step_cpu": 1e6 * cpu / steps,
@@ -98,7 +89,7 @@ def cql_cost(cfg, lc, batch: int, chunk: int, dataset_rows: int, min_seconds: fl
         state[0] = jax.block_until_ready(compiled(state[0], ds)[0])
 
     call()
-    sec, cpu, n = _timed(call, min_seconds)
+    sec, cpu, n = _time_calls(call, min_seconds, min_calls=2)
     return {"compile_s": compile_s, "calls": n, "chunk": chunk,
             "ms_per_update": 1e3 * sec / chunk, "ms_per_update_cpu": 1e3 * cpu / chunk}
 
@@ -258,7 +249,7 @@ def main(argv=None) -> int:
                    "tiny": args.tiny, "cql": not args.no_cql},
         "default": base, "axes": axes, "points": points, "slopes": slopes,
         "load_avg_start": load_start, "load_avg_end": _load(),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "machine": machine_info(), "jax_version": jax.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -35,7 +35,6 @@ and torch versions, commit); ``python -m benchmarks.report`` renders them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -44,24 +43,10 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).parent / "results"
+from benchmarks.common import write_json
+from benchmarks.common import load_avg as _load
+
 PARADIGMS = ("centralized", "independent", "ctde")
-
-
-def _load() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def write_json(result: dict, out: Path | None, name: str) -> Path:
-    """Write ``result`` atomically to ``out`` (default ``results/<name>-<timestamp>.json``)."""
-    if out is None:
-        out = RESULTS_DIR / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    tmp.replace(out)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -160,3 +160,20 @@ def test_loglog_slope():
 
     assert loglog_slope([1, 2, 4], [3, 12, 48]) == pytest.approx(2.0)
     assert loglog_slope([2], [1]) is None
+
+
+def test_distributed_scaling_smoke(tmp_path):
+    # Two forced CPU device counts, each in its own subprocess, tiny sizes: valid JSON with a
+    # row per count, positive rates, and speed-ups relative to the first count.
+    from benchmarks import distributed_scaling
+
+    out = tmp_path / "ds.json"
+    assert distributed_scaling.main(["--quick", "--devices", "1", "2", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["benchmark"] == "distributed_scaling" and r["config"]["quick"]
+    assert [row["devices"] for row in r["rows"]] == [1, 2]
+    for row in r["rows"]:
+        assert row["rollout_steps_per_s"] > 0 and row["train_updates_per_s"] > 0
+    assert r["rows"][0]["rollout_speedup"] == 1.0 and r["rows"][0]["train_efficiency"] == 1.0
+    assert r["rows"][1]["rollout_speedup"] == pytest.approx(
+        r["rows"][0]["rollout_s"] / r["rows"][1]["rollout_s"])

@@ -1,0 +1,53 @@
+"""What every benchmark shares: where results go, the load average and peak memory it records,
+and the atomic JSON write."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def load_avg() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far [MiB] (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_json(result: dict, out: Path | None, name: str) -> Path:
+    """Write ``result`` atomically to ``out`` (default ``results/<name>-<timestamp>.json``)."""
+    if out is None:
+        out = RESULTS_DIR / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    tmp.replace(out)
+    return out
+
+
+def time_calls(fn, min_seconds: float, warmup: bool = False, min_calls: int = 1):
+    """Mean wall and CPU seconds per call of ``fn()`` (which must block until its result is
+    ready), over as many calls as fit in ``min_seconds`` and at least ``min_calls``, after one
+    untimed warm-up call if ``warmup``. CPU time is the process's, all threads.
+
+    Returns:
+      (wall seconds per call, CPU seconds per call, number of calls).
+    """
+    if warmup:
+        fn()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while True:
+        fn()
+        n += 1
+        wall = time.perf_counter() - t0
+        if wall >= min_seconds and n >= min_calls:
+            return wall / n, (time.process_time() - c0) / n, n
