@@ -82,7 +82,7 @@ def run(args):
     from experiments import common, runner
 
     run_ = runner.resolve(args, "lambda_sweep")  # first: it may set XLA flags for --quick
-    lambdas = runner.sweep_values(args, "--lambdas", LAMBDAS)
+    lambdas = sorted(runner.sweep_values(args, "--lambdas", LAMBDAS))  # trade_off: increasing λ
     variants = [runner.Variant(label=f"lambda={lam:g}", value=lam, cfg=run_.cfg,
                                params=run_.params.replace(pf_lambda=lam)) for lam in lambdas]
 

@@ -82,7 +82,8 @@ def test_dataset_quality_with_plots(tmp_path):
     assert sorted(s["ranking"]["CTDE-MARL-CQL"]) == ["full_reuse", "random_walk"]
     test = s["ranking_test"]["CTDE-MARL-CQL"]
     assert test["order"] == s["ranking"]["CTDE-MARL-CQL"] and len(test["steps"]) == 1
-    assert test["steps"][0]["score"]["mean"] >= 0
+    assert {test["steps"][0]["better"], test["steps"][0]["worse"]} == {"full_reuse",
+                                                                       "random_walk"}
     assert {d["behaviour"] for d in s["datasets"].values()} == {"random_walk", "full_reuse"}
     assert {"dataset_quality.png", "rate_cdf.png", "sum_vs_tail.png",
             "learning_curves.png"} <= files
@@ -111,7 +112,6 @@ def test_dataset_size_nested_slices(tmp_path):
     sat = s["saturation"]["CTDE-MARL-CQL"]
     assert sat["saturates_at"] in (100, 400)
     assert [d["size"] for d in sat["differences"]] == [100, 400]
-    assert sat["differences"][-1]["minus_largest"]["mean"] == 0.0
     # One dataset (the largest) is made; the smaller one is its tail.
     ds = s["datasets"]
     assert ds["size=100"]["path"] == ds["size=400"]["path"]
@@ -137,7 +137,7 @@ def test_last_transitions_is_the_tail():
 
 def test_lambda_sweep(tmp_path):
     _, s, _ = _run(lambda_sweep, tmp_path, TINY + ["--behaviour", "random_walk",
-                                                    "--lambdas", "0.5", "0.9",
+                                                    "--lambdas", "0.9", "0.5",   # sorted
                                                     "--baselines", "full_reuse", "exhaustive"])
     _check_methods(s, ["lambda=0.5 / tdm", "lambda=0.9 / full_reuse",
                        "lambda=0.9 / CTDE-MARL-CQL"])
