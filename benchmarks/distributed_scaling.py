@@ -39,29 +39,13 @@ from benchmarks.common import write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _synthetic_dataset(cfg, n: int):
-    import numpy as np
-
-    from jaxrrm import data
-
-    rng = np.random.default_rng(0)
-    fields = {}
-    for name, (shape, dt) in data.field_specs(cfg, n).items():
-        if dt == np.float32:
-            fields[name] = rng.normal(size=shape).astype(dt)
-        elif dt == bool:
-            fields[name] = np.full(shape, "mask" in name)
-        else:
-            fields[name] = rng.integers(0, cfg.num_actions, size=shape).astype(dt)
-    return data.Transitions(**fields)
-
-
 def run_worker(args) -> dict:
     """Time both workloads on meshes of ``args.counts`` devices of this process."""
     import jax
     import jax.numpy as jnp
 
     from benchmarks.common import time_calls
+    from benchmarks.train_throughput import synthetic_dataset
     from jaxrrm import EnvConfig, EnvParams, baselines, data, distributed as dist, evaluate, train
     from jaxrrm.algos import cql
     from jaxrrm.algos.common import NetConfig
@@ -95,7 +79,7 @@ def run_worker(args) -> dict:
                                chunk_size=args.chunk, num_seeds=args.train_seeds)
         net = NetConfig(hidden=tuple(args.hidden))
         tr = train.make_train(cfg, params, cql.CQLConfig(critic_net=net, actor_net=net), tc)
-        ds = _synthetic_dataset(cfg, args.dataset_size)
+        ds = synthetic_dataset(cfg, args.dataset_size)
         seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
             jnp.arange(args.train_seeds))
         if mesh is None:

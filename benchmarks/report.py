@@ -278,6 +278,11 @@ def _train_section(r: dict) -> str:
         if row.get("torch_best_updates_per_s"):
             best = (f"{row['torch_best_updates_per_s']:,.1f} ({row['torch_best_style']}, "
                     f"{row['torch_best_threads']} thr)")
+            cpu_variant = (row.get("torch_best_cpu_style"), row.get("torch_best_cpu_threads"))
+            if cpu_variant[0] and cpu_variant != (row["torch_best_style"],
+                                                  row["torch_best_threads"]):
+                best += (f"; per CPU-s {row['torch_best_updates_per_cpu_s']:,.1f} "
+                         f"({cpu_variant[0]}, {cpu_variant[1]} thr)")
         cost16 = row.get("cost_16_seeds_vs_1")
         r1 = row.get("ratio_1_seeds_vs_torch")
         met1 = "–" if r1 is None else ("met" if r1 >= 3 else "missed")

@@ -470,7 +470,11 @@ def main(argv=None) -> int:
             srow.update(torch_best_updates_per_s=best["updates_per_s"],
                         torch_best_threads=best["threads"], torch_best_style=best["style"],
                         torch_best_compiled=best["compiled"],
-                        torch_best_updates_per_cpu_s=best_cpu["updates_per_cpu_s"])
+                        torch_best_updates_per_cpu_s=best_cpu["updates_per_cpu_s"],
+                        # the CPU-time ratios are against the best variant *per CPU-second*,
+                        # which need not be the fastest by wall time
+                        torch_best_cpu_threads=best_cpu["threads"],
+                        torch_best_cpu_style=best_cpu["style"])
             if "ratio_1_seeds_vs_torch" in srow:
                 print(f"ratio {paradigm}: JAX 1 seed / best PyTorch = "
                       f"{srow['ratio_1_seeds_vs_torch']:.2f}x (CPU-time "
