@@ -6,8 +6,8 @@ and minibatch as the JAX learner, written the way offline-RL code in PyTorch usu
 updates-per-second ratio compares like with like. Needs the optional ``bench`` extra
 (``pip install -e '.[bench]'``, CPU wheel: ``--index-url https://download.pytorch.org/whl/cpu``).
 
-What is implemented (all three paradigms, SAC backbone only)
-------------------------------------------------------------
+What is implemented (centralized, independent and CTDE; not QMIX; SAC backbone only)
+------------------------------------------------------------------------------------
 * twin critics (``num_critics``), Polyak target critics, categorical actor, one temperature per
   decision-maker with Adam on ``log alpha`` (``autotune_alpha``);
 * critic loss ``sum_k mean_b [...]`` with the CQL(H) penalty ``logsumexp - Q(a_data)``, the soft
@@ -339,6 +339,9 @@ class TorchCQL:
 
         if cfg.backbone != "sac":
             raise NotImplementedError("the PyTorch reference implements the SAC backbone only")
+        if cfg.paradigm not in ("centralized", "independent", "ctde"):
+            raise NotImplementedError(f"the PyTorch reference has no paradigm={cfg.paradigm!r} "
+                                      "(centralized, independent and ctde only)")
         if style not in STYLES:
             raise ValueError(f"style={style!r}: one of {tuple(STYLES)}")
         self.env_cfg, self.cfg, self.style = env_cfg, cfg, style

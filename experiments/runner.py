@@ -17,7 +17,7 @@ from experiments import common
 
 #: Learner names of the command line -> the paper's names (also the keys of summary.json).
 LEARNERS = {"ctde": "CTDE-MARL-CQL", "independent": "I-MARL-CQL",
-            "centralized": "C-MARL-CQL", "bc": "BC"}
+            "centralized": "C-MARL-CQL", "bc": "BC", "qmix": "QMIX-MARL-CQL"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,6 +391,23 @@ def print_table(run: Run, summary: dict, results: Dict[str, object], path: Path)
     print(f"\nwritten to {path}")
 
 
+def print_versus(versus: Optional[dict]) -> None:
+    """Print :func:`jaxrrm.pipeline.versus_best_heuristic`'s paired differences and headroom."""
+    if not versus:
+        return
+    best = versus["best_heuristic"]
+    print(f"\nagainst the best heuristic ({best}), paired over seeds; headroom = (score - {best})"
+          f" / ({versus['oracle']} - {best})" if versus["oracle"] else
+          f"\nagainst the best heuristic ({best}), paired over seeds")
+    for name, e in versus["methods"].items():
+        d, pc = e["minus"], e["percent"]
+        line = (f"  {name}: {d['mean']:+.2f} ± {d['ci95']:.2f} Mbit/s "
+                f"({pc['mean']:+.2f} ± {pc['ci95']:.2f}%)")
+        if "headroom" in e:
+            line += f", headroom {e['headroom']['mean']:+.3f} ± {e['headroom']['ci95']:.3f}"
+        print(line)
+
+
 # --------------------------------------------------------------------------------------------
 # Studies: a sweep of variants of the main job
 # --------------------------------------------------------------------------------------------
@@ -600,9 +617,9 @@ def run_study(args, run_: Run, variants: Sequence[Variant], *, learners: Sequenc
 
 
 #: Baselines the studies evaluate by default (``tdm`` is always added: the relative score's
-#: reference); ``full_reuse`` is the best decentralized heuristic, ``exhaustive`` the per-slot
-#: oracle.
-STUDY_BASELINES = ("full_reuse", "exhaustive")
+#: reference); ``reward_greedy`` is the best decentralized heuristic in the default scenario,
+#: ``full_reuse`` the PF rule it generalizes, ``exhaustive`` the per-slot oracle.
+STUDY_BASELINES = ("full_reuse", "reward_greedy", "exhaustive")
 
 #: Seeds of a study by default (the main job's 16 would double every study's cost).
 STUDY_SEEDS = 8

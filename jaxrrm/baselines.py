@@ -8,10 +8,14 @@ cached per configuration so that rolling the same baseline out twice does not re
   transmit (:math:`C^{est} = \\log_2(1 + \\widehat{\\mathrm{SINR}})` from the observation).
 * ``tdm``: in slot ``t`` only AP ``t mod I`` transmits, to its largest-PF-metric candidate.
 * ``max_sinr``: every AP serves its largest-SINR candidate.
+* ``reward_greedy``: every AP serves its candidate of largest
+  :math:`w_j^{\\lambda} \\log_2(1 + \\widehat{\\mathrm{SINR}}_j)`, the PF reward's own weighting with
+  ``lambda = params.pf_lambda`` (greedy per slot, all transmit); ``full_reuse`` is its ``lambda = 1``.
 * ``exhaustive``: centralized oracle: each slot it evaluates all ``A^I`` joint actions on the true
   channel in one vectorized pass and takes the one of largest instantaneous reward (myopic optimum).
 
-The decentralized baselines (``random``, ``full_reuse``, ``max_sinr``) read only the observation;
+The decentralized baselines (``random``, ``full_reuse``, ``max_sinr``, ``reward_greedy``) read only
+the observation (its first ``2N`` local features, whatever observation options are on);
 ``tdm`` reads the slot clock and ``exhaustive`` the true channel from the state.
 """
 
@@ -27,7 +31,10 @@ from . import radio
 from .config import EnvConfig
 from .env import actions_to_serving, channel_gain, noise_w, tx_power_w
 
-NAMES = ("random", "full_reuse", "tdm", "max_sinr", "exhaustive")
+NAMES = ("random", "full_reuse", "tdm", "max_sinr", "reward_greedy", "exhaustive")
+
+#: The baselines that are not oracles (what "best baseline" ranges over).
+HEURISTICS = tuple(n for n in NAMES if n != "exhaustive")
 
 #: Largest joint action space the exhaustive oracle will enumerate in one pass.
 MAX_EXHAUSTIVE_JOINT_ACTIONS = 1 << 16
@@ -39,7 +46,8 @@ def candidate_features(obs, cfg: EnvConfig):
     Returns:
       ``sinr_est`` ``[I, N]`` linear, ``weights`` ``[I, N]`` 1/(Mbit/s), ``valid`` ``[I, N]`` bool.
     """
-    feats = obs.agents.reshape(cfg.num_aps, cfg.num_candidates, 2)
+    feats = obs.agents[..., : 2 * cfg.num_candidates].reshape(
+        *obs.agents.shape[:-1], cfg.num_candidates, 2)
     valid = obs.action_mask[:, : cfg.num_candidates]
     return 10.0 ** feats[..., 0], 10.0 ** feats[..., 1], valid
 
@@ -118,6 +126,27 @@ def _make_max_sinr(cfg: EnvConfig):
     def policy(key, obs, state, params):
         sinr_est, _, valid = candidate_features(obs, cfg)
         return _argmax_valid(sinr_est, valid, cfg)
+    return policy
+
+
+def reward_greedy_metric(obs, params, cfg: EnvConfig):
+    """Per-candidate reward-greedy metric :math:`w_j^{\\lambda} \\log_2(1 + \\widehat{\\mathrm{SINR}}_j)`.
+
+    The slot's own contribution of candidate ``j`` to the PF reward
+    :math:`\\frac1K \\sum_j w_j^{\\lambda} C_j` (DESIGN §1), up to the common factor ``B / K``, with
+    the all-APs-active SINR estimate in place of the executed SINR; ``lambda = params.pf_lambda``.
+
+    Returns:
+      ``[I, N]`` float32 (unitless; 1/(Mbit/s)^lambda times bit/s/Hz).
+    """
+    sinr_est, weights, _ = candidate_features(obs, cfg)
+    return weights ** params.pf_lambda * jnp.log2(1.0 + sinr_est)
+
+
+def _make_reward_greedy(cfg: EnvConfig):
+    def policy(key, obs, state, params):
+        _, _, valid = candidate_features(obs, cfg)
+        return _argmax_valid(reward_greedy_metric(obs, params, cfg), valid, cfg)
     return policy
 
 

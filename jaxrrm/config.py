@@ -28,6 +28,7 @@ from flax import struct
 PATHLOSS_MODELS = ("umi", "inh_office", "log_distance", "free_space")
 REWARDS = ("pf", "log_utility")
 AP_LAYOUTS = ("grid", "random")
+OBS_SHARES = ("local", "global")
 
 #: Largest per-agent action count (candidates + idle) the int32 joint-action encoding of the
 #: centralized learner and the exhaustive oracle can hold for the configured number of APs.
@@ -60,6 +61,22 @@ class EnvConfig:
         episode, reflecting at the borders of the area.
       reassociation_slots: with mobility, association is refreshed every this many slots (>= 1).
       min_drop_tries: candidate positions drawn per UE for the minimum-distance drop (>= 1).
+
+    Observation options (information for coordination; all off by default, which is the paper's
+    local observation of DESIGN §2 and the main job's reference). Each AP's *own* features are
+    its ``2N`` local features, followed with ``obs_interference`` by ``N (I - 1)`` more; see
+    :func:`jaxrrm.env.observe` for the exact layout and what an AP has to signal per slot:
+
+      obs_interference: per candidate, the interference-to-noise ratio from each other AP,
+        ``log10(P g[k, j] / N0 B)`` (dB / 10) for ``k = i+1, ..., i+I-1 (mod I)``: the
+        neighbour-cell received powers a UE measures on reference signals (an RSRP/CSI report).
+        With them the SINR of a candidate under *any* set of silent APs follows from the
+        observation, which the all-active SINR estimate alone does not give.
+      obs_clock: a synchronized slot clock, the one-hot of ``t mod I`` (``I`` numbers; APs of a
+        real network share slot timing; TDM's schedule is a function of it).
+      obs_share: ``"local"`` (each AP sees its own features) or ``"global"``: each AP also sees
+        every other AP's own features, in the order ``i+1, ..., i+I-1 (mod I)`` (exchanged over
+        the backhaul each slot, as in multi-AP scheduling with observation exchange).
     """
 
     num_aps: int = 4
@@ -74,6 +91,9 @@ class EnvConfig:
     mobility: bool = False
     reassociation_slots: int = 50
     min_drop_tries: int = 16
+    obs_interference: bool = False
+    obs_clock: bool = False
+    obs_share: str = "local"
 
     def __post_init__(self):
         for name in ("num_aps", "num_ues", "num_candidates", "horizon", "reassociation_slots",
@@ -92,6 +112,11 @@ class EnvConfig:
         _require(self.ap_layout in AP_LAYOUTS, "ap_layout", f"one of {AP_LAYOUTS}", self.ap_layout)
         _require(isinstance(self.allow_idle, bool), "allow_idle", "True or False", self.allow_idle)
         _require(isinstance(self.mobility, bool), "mobility", "True or False", self.mobility)
+        for name in ("obs_interference", "obs_clock"):
+            _require(isinstance(getattr(self, name), bool), name, "True or False",
+                     getattr(self, name))
+        _require(self.obs_share in OBS_SHARES, "obs_share", f"one of {OBS_SHARES}",
+                 self.obs_share)
         if self.ap_positions_m is not None:
             pos = tuple(tuple(float(c) for c in p) for p in self.ap_positions_m)
             _require(len(pos) == self.num_aps and all(len(p) == 2 for p in pos),
@@ -111,14 +136,33 @@ class EnvConfig:
         return self.num_candidates
 
     @property
+    def local_obs(self) -> bool:
+        """True for the paper's local observation (every observation option off)."""
+        return not (self.obs_interference or self.obs_clock) and self.obs_share == "local"
+
+    @property
+    def own_dim(self) -> int:
+        """Length of one AP's own features: ``2 N``, plus ``N (I - 1)`` with ``obs_interference``."""
+        n, i = self.num_candidates, self.num_aps
+        return 2 * n + (n * (i - 1) if self.obs_interference else 0)
+
+    @property
+    def clock_dim(self) -> int:
+        """Length of the slot clock feature: ``I`` with ``obs_clock``, else 0."""
+        return self.num_aps if self.obs_clock else 0
+
+    @property
     def obs_dim(self) -> int:
-        """Length of one agent's observation, ``2 N``."""
-        return 2 * self.num_candidates
+        """Length of one agent's observation: ``own_dim + clock_dim`` (+ ``(I - 1) own_dim`` with
+        ``obs_share="global"``); ``2 N`` by default."""
+        share = (self.num_aps - 1) * self.own_dim if self.obs_share == "global" else 0
+        return self.own_dim + self.clock_dim + share
 
     @property
     def state_dim(self) -> int:
-        """Length of the global state, ``2 N I``."""
-        return 2 * self.num_candidates * self.num_aps
+        """Length of the global state: every AP's own features and the clock,
+        ``I own_dim + clock_dim`` (``2 N I`` by default)."""
+        return self.num_aps * self.own_dim + self.clock_dim
 
     @property
     def num_joint_actions(self) -> int:

@@ -39,11 +39,14 @@ class Observation:
     """What the agents see at a slot.
 
     Attributes:
-      agents: ``[I, 2N]`` float32. Row ``i`` is AP ``i``'s observation: for its candidates
-        ``n = 0..N-1`` (its associated UEs sorted by PF weight, largest first) the pairs
-        ``(SINR_dB / 10, log10 w)`` at positions ``2n, 2n+1``; the SINR is the all-APs-active
-        estimate on this slot's channel, ``w`` the PF weight in 1/(Mbit/s). Zeros where masked.
-      global_state: ``[2 N I]`` float32, the concatenation of all rows of ``agents``.
+      agents: ``[I, D]`` float32 (``D = cfg.obs_dim``, ``2N`` by default). Row ``i`` is AP
+        ``i``'s observation: for its candidates ``n = 0..N-1`` (its associated UEs sorted by PF
+        weight, largest first) the pairs ``(SINR_dB / 10, log10 w)`` at positions ``2n, 2n+1``;
+        the SINR is the all-APs-active estimate on this slot's channel, ``w`` the PF weight in
+        1/(Mbit/s). Zeros where masked. The observation options of :class:`EnvConfig` append
+        features after these ``2N`` (:func:`observe`).
+      global_state: ``[cfg.state_dim]`` float32: every AP's own features (``2 N I`` numbers by
+        default: the concatenation of all rows of ``agents``), then the clock if ``obs_clock``.
       action_mask: ``[I, A]`` bool, True where an action is valid (candidate exists; idle always).
     """
 
@@ -123,11 +126,40 @@ def top_k_first(x, k: int):
     return jnp.concatenate(vals, axis=-1), jnp.concatenate(idxs, axis=-1)
 
 
+def other_aps(num_aps: int):
+    """The other APs of each AP in the order the shared observations use: ``[I, I - 1]`` int32,
+    row ``i`` = ``(i+1, ..., i+I-1) mod I`` (so a network shared across APs sees its neighbours in
+    the same relative order)."""
+    i = jnp.arange(num_aps, dtype=jnp.int32)
+    return (i[:, None] + jnp.arange(1, num_aps, dtype=jnp.int32)[None, :]) % num_aps
+
+
 def observe(state: EnvState, params: EnvParams, cfg: EnvConfig):
     """Observation of the current slot and the candidate UEs behind each AP's actions.
 
     Candidates of AP ``i``: its associated UEs with the ``N`` largest PF weights
     :math:`w_j = 1/\\bar C_j(t-1)`, largest first (ties: lower UE index first).
+
+    Row ``i`` of ``agents`` (``cfg.obs_dim`` numbers), in this order:
+
+    1. AP ``i``'s *own* features (``cfg.own_dim``): the ``2N`` local pairs
+       :math:`(\\mathrm{SINR}^{est}_j\\,[\\mathrm{dB}]/10,\\ \\log_{10} w_j)` of its candidates and,
+       with ``obs_interference``, for each candidate ``n`` and each other AP ``k`` in
+       :func:`other_aps` order, :math:`\\log_{10}(P_k g_{kj} / N_0 B)` (the interference-to-noise
+       ratio in dB / 10; position ``2N + n (I-1) + m`` for the ``m``-th other AP). From these the
+       SINR of candidate ``j`` when only the APs in a set :math:`S` transmit besides its own is
+       :math:`\\mathrm{SNR}_j / (1 + \\sum_{k \\in S} \\mathrm{INR}_{kj})` with
+       :math:`\\mathrm{SNR}_j = \\mathrm{SINR}^{est}_j (1 + \\sum_{k \\ne i} \\mathrm{INR}_{kj})`.
+       Signalling: each UE reports, per slot, the received power of each neighbour AP's reference
+       signal (``N (I - 1)`` numbers per AP).
+    2. with ``obs_clock``: the one-hot of ``t mod I`` (``I`` numbers; a shared slot clock, no
+       signalling beyond slot synchronization).
+    3. with ``obs_share="global"``: the own features of every other AP, in :func:`other_aps`
+       order (``(I - 1) own_dim`` numbers; each AP broadcasts its own features to the others
+       over the backhaul every slot).
+
+    Masked candidates have all their features zero. ``global_state`` is every AP's own
+    features, AP 0 first, then the clock (``cfg.state_dim``).
 
     Returns:
       (:class:`Observation`, ``[I, N]`` int32 candidates, -1 where an AP has fewer than N UEs).
@@ -148,7 +180,26 @@ def observe(state: EnvState, params: EnvParams, cfg: EnvConfig):
     mask = valid
     if cfg.allow_idle:
         mask = jnp.concatenate([valid, jnp.ones((num_aps, 1), bool)], axis=-1)
-    obs = Observation(agents=agents, global_state=agents.reshape(-1), action_mask=mask)
+    if cfg.local_obs:
+        obs = Observation(agents=agents, global_state=agents.reshape(-1), action_mask=mask)
+        return obs, candidates
+    others = other_aps(num_aps)                                          # [I, I-1]
+    own = agents
+    if cfg.obs_interference and num_aps > 1:
+        p_w = jnp.broadcast_to(jnp.asarray(tx_power_w(params), jnp.float32), (num_aps,))
+        inr = p_w[:, None] * gain / noise_w(params)                        # [I (tx), K]
+        inr_c = inr[others[:, None, :], idx[:, :, None]]                   # [I, N, I-1]
+        inr_feat = jnp.log10(jnp.maximum(inr_c, _TINY_SINR)) * valid[..., None]
+        own = jnp.concatenate([own, inr_feat.reshape(num_aps, -1).astype(jnp.float32)], -1)
+    parts, state_parts = [own], [own.reshape(-1)]
+    if cfg.obs_clock:
+        clock = (jnp.arange(num_aps) == state.time % num_aps).astype(jnp.float32)  # [I]
+        parts.append(jnp.broadcast_to(clock, (num_aps, num_aps)))
+        state_parts.append(clock)
+    if cfg.obs_share == "global" and num_aps > 1:
+        parts.append(own[others].reshape(num_aps, -1))
+    obs = Observation(agents=jnp.concatenate(parts, -1),
+                      global_state=jnp.concatenate(state_parts, -1), action_mask=mask)
     return obs, candidates
 
 
@@ -713,7 +764,8 @@ def resolve_layout(cfg: EnvConfig, num_episodes: int, layout: str = "vmap",
     """The layout and the episode block :func:`rollout` uses: ``(layout, block)``.
 
     ``"auto"`` is ``"episodes_last"`` from :data:`EPISODES_LAST_MIN_EPISODES` episodes on in
-    networks of at most :data:`EPISODES_LAST_MAX_UES` UEs, else ``"vmap"``. The default block is
+    networks of at most :data:`EPISODES_LAST_MAX_UES` UEs with the local observation, else
+    ``"vmap"``. The default block is
     all episodes.
     """
     if layout not in LAYOUTS:
@@ -721,8 +773,12 @@ def resolve_layout(cfg: EnvConfig, num_episodes: int, layout: str = "vmap",
     if episode_block is not None and (isinstance(episode_block, bool)
                                       or not isinstance(episode_block, int) or episode_block < 1):
         raise ValueError(f"episode_block={episode_block!r}: allowed is None or an int >= 1")
+    if layout == "episodes_last" and not cfg.local_obs:
+        raise ValueError("layout='episodes_last' computes the paper's local observation only; "
+                         "with EnvConfig observation options (obs_interference, obs_clock, "
+                         "obs_share) use layout='vmap' or 'auto'")
     if layout == "auto":
-        small = cfg.num_ues <= EPISODES_LAST_MAX_UES
+        small = cfg.num_ues <= EPISODES_LAST_MAX_UES and cfg.local_obs
         layout = ("episodes_last" if small and num_episodes >= EPISODES_LAST_MIN_EPISODES
                   else "vmap")
     block = num_episodes if episode_block is None else min(episode_block, num_episodes)

@@ -24,7 +24,9 @@ Ensembles (twin critics): initialise with ``jax.vmap(net.init)`` over a batch of
 ``jax.vmap(net.apply, in_axes=(0, None))`` (:func:`ensemble_init`, :func:`ensemble_apply`).
 
 These modules are generic (width, depth, activation, output size all configurable); the offline CQL
-learners reuse them, including :class:`MLP` alone for the centralized critic over the global state.
+learners reuse them, including :class:`MLP` alone for the centralized critic over the global state,
+and :class:`QMixer`, the QMIX monotonic mixer of per-agent utilities conditioned on the global state
+(the ``qmix`` paradigm of :mod:`jaxrrm.algos.cql`).
 """
 
 from __future__ import annotations
@@ -136,6 +138,85 @@ class AgentNet(nn.Module):
                             in_axes=obs.ndim - 2, out_axes=obs.ndim - 2,
                             axis_size=self.num_agents)
         return per_agent(**mlp_kw, name="mlp")(obs)
+
+
+class QMixer(nn.Module):
+    r"""QMIX monotonic mixing network (Rashid et al., arXiv 1803.11485, §4.2).
+
+    Mixes the ``I`` per-agent utilities ``q = (Q_1(o_1, a_1), ..., Q_I(o_I, a_I))`` into a team
+    value ``Q_tot``, with weights produced from the global state ``s`` by hypernetworks:
+
+    .. math::
+
+        W_1 &= |\mathrm{hyper\_w1}(s)| \in \mathbb{R}_{\ge 0}^{I \times E}, \qquad
+        b_1 = \mathrm{hyper\_b1}(s) \in \mathbb{R}^{E}, \\
+        W_2 &= |\mathrm{hyper\_w2}(s)| \in \mathbb{R}_{\ge 0}^{E}, \qquad
+        b_2 = V(s) \in \mathbb{R}, \\
+        h &= \mathrm{elu}(q^\top W_1 + b_1) \in \mathbb{R}^{E}, \qquad
+        Q_{tot}(s, q) = h^\top W_2 + b_2 .
+
+    ``hyper_w1`` and ``hyper_w2`` are two-layer MLPs (hidden width ``hyper_hidden``, ReLU; QMIX's
+    ``hypernet_layers=2``), ``hyper_b1`` is one linear layer and ``V`` a one-hidden-layer MLP
+    (width ``embed``, ReLU) to a scalar, as the reference implementation (PyMARL's ``QMixer``).
+    ``W_1`` is the flat hypernetwork output ``[I * E]`` read row-major as ``[I, E]`` (entry
+    ``(i, e)`` at ``i * E + e``). Parameters (Dense layers, ``{"kernel", "bias"}`` each):
+    ``hyper_w1_0 [S, H]``, ``hyper_w1_1 [H, I E]``, ``hyper_b1 [S, E]``, ``hyper_w2_0 [S, H]``,
+    ``hyper_w2_1 [H, E]``, ``V_0 [S, E]``, ``V_1 [E, 1]`` (``H = hyper_hidden``).
+
+    Initialisation: every kernel ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch's default for a
+    linear layer, so the reference's), biases 0. With states of unit scale the mixer then starts
+    with a gain ``dQ_tot/dq_i`` of order 1; Flax's default (LeCun normal, three times the
+    variance per layer) gives gains of order 10 through the two-layer hypernetworks of both
+    ``W_1`` and ``W_2``, and a ``Q_tot`` far from ``sum_i q_i`` at the first update.
+
+    Monotonicity holds by construction, for every state and every parameter value:
+
+    .. math::
+
+        \frac{\partial Q_{tot}}{\partial q_i}
+        = \sum_{e} W_{1, ie} \, \mathrm{elu}'(\cdot)_e \, W_{2, e} \ge 0,
+
+    since ``|.| >= 0`` and ``elu' > 0``: a greedy choice of each agent's own ``argmax_a Q_i``
+    maximises ``Q_tot`` too (the IGM property), so execution stays decentralized. The state
+    enters only the weights and biases (not through a monotone path), so ``Q_tot`` may depend on
+    ``s`` arbitrarily.
+
+    Attributes:
+      num_agents: ``I``.
+      embed: ``E``, width of the mixing layer (>= 1).
+      hyper_hidden: hidden width of ``hyper_w1`` / ``hyper_w2`` (>= 1).
+
+    Call: ``(q [..., I], state [..., S]) -> Q_tot [...]`` (same leading axes; float32).
+    """
+
+    num_agents: int
+    embed: int = 32
+    hyper_hidden: int = 64
+
+    @nn.compact
+    def __call__(self, q, state):
+        """``q [..., I]``, ``state [..., S]`` -> ``[...]``."""
+        if q.shape[-1] != self.num_agents:
+            raise ValueError(f"q has {q.shape[-1]} agents on its last axis, "
+                             f"expected {self.num_agents}")
+        if q.shape[:-1] != state.shape[:-1]:
+            raise ValueError(f"q {q.shape} and state {state.shape} differ in their leading axes")
+        i, e = self.num_agents, self.embed
+        init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+        def dense(x, out, name):
+            return nn.Dense(out, kernel_init=init, name=name)(x)
+
+        def two_layer(x, out, hidden, name):
+            return dense(nn.relu(dense(x, hidden, f"{name}_0")), out, f"{name}_1")
+
+        w1 = jnp.abs(two_layer(state, i * e, self.hyper_hidden, "hyper_w1"))
+        w1 = w1.reshape(state.shape[:-1] + (i, e))                       # [..., I, E]
+        b1 = dense(state, e, "hyper_b1")                                 # [..., E]
+        w2 = jnp.abs(two_layer(state, e, self.hyper_hidden, "hyper_w2"))  # [..., E]
+        b2 = two_layer(state, 1, e, "V")[..., 0]                         # [...]
+        h = nn.elu(jnp.einsum("...i,...ie->...e", q, w1) + b1)
+        return jnp.sum(h * w2, axis=-1) + b2
 
 
 def mask_logits(x, mask):

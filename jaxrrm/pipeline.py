@@ -505,3 +505,55 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
     ci_ = ci if np.isfinite(ci) else np.inf
     sign = 1 if mean - ci_ > 0 else (-1 if mean + ci_ < 0 else 0)
     return {"mean": float(mean), "ci95": float(ci), "sign": sign}
+
+
+def best_heuristic(per_seed: Dict[str, Dict[str, np.ndarray]], metric: str = "score"):
+    """The name of the non-oracle baseline (:data:`jaxrrm.baselines.HEURISTICS`) of largest mean
+    ``metric`` among ``per_seed``'s methods, or None if there is none."""
+    names = [n for n in baselines.HEURISTICS if n in per_seed]
+    if not names:
+        return None
+    return max(names, key=lambda n: float(np.mean(per_seed[n][metric])))
+
+
+def headroom_fraction(score: np.ndarray, heuristic: np.ndarray, oracle: np.ndarray
+                      ) -> Dict[str, float]:
+    """Fraction of the oracle's headroom a method captures, paired per seed:
+
+    .. math:: f_s = \\frac{x_s - h_s}{o_s - h_s}
+
+    with ``x`` the method's, ``h`` the best heuristic's and ``o`` the oracle's score on seed
+    ``s`` (same test episodes); mean and Student-t 95% CI of ``f`` over seeds. 0 is the best
+    heuristic, 1 the (myopic) oracle.
+    """
+    x, h, o = (np.asarray(v, np.float64) for v in (score, heuristic, oracle))
+    f = (x - h) / (o - h)
+    mean, ci = evaluate.metrics.mean_ci95(f)
+    return {"mean": float(mean), "ci95": float(ci)}
+
+
+def versus_best_heuristic(per_seed: Dict[str, Dict[str, np.ndarray]],
+                          oracle: str = "exhaustive") -> Optional[dict]:
+    """Every method against the best heuristic (:func:`best_heuristic`), paired per seed.
+
+    Returns ``{"best_heuristic": name, "oracle": name or None, "methods": {method: {"minus":
+    paired score difference in Mbit/s, "percent": the same relative to the heuristic's score in
+    %, "headroom": :func:`headroom_fraction` (only with the oracle)}}}``, or None without any
+    heuristic.
+    """
+    best = best_heuristic(per_seed)
+    if best is None:
+        return None
+    h = np.asarray(per_seed[best]["score"], np.float64)
+    has_oracle = oracle in per_seed
+    out = {}
+    for name, m in per_seed.items():
+        if name == best:
+            continue
+        x = np.asarray(m["score"], np.float64)
+        entry = {"minus": paired_difference(x, h),
+                 "percent": paired_difference(100.0 * x / h, np.full_like(h, 100.0))}
+        if has_oracle and name != oracle:
+            entry["headroom"] = headroom_fraction(x, h, per_seed[oracle]["score"])
+        out[name] = entry
+    return {"best_heuristic": best, "oracle": oracle if has_oracle else None, "methods": out}

@@ -43,7 +43,7 @@ SPEED_OF_LIGHT_MPS = 299_792_458.0
 #: SINR floor used before taking the log of the SINR feature (as the JAX observation does).
 TINY_SINR = 1e-30
 
-POLICIES = ("random", "full_reuse", "tdm", "max_sinr", "exhaustive")
+POLICIES = ("random", "full_reuse", "tdm", "max_sinr", "reward_greedy", "exhaustive")
 
 Rng = Union[np.random.Generator, Sequence[np.random.Generator]]
 
@@ -815,6 +815,12 @@ def policy_full_reuse(obs: RefObservation, cfg: EnvConfig):
     return _best_valid(w * np.log2(1.0 + s), valid, cfg)
 
 
+def policy_reward_greedy(obs: RefObservation, params: EnvParams, cfg: EnvConfig):
+    """Every AP serves its valid candidate of largest ``w**lambda log2(1 + SINR_est)``: ``[..., I]``."""
+    s, w, valid = _features(obs, cfg)
+    return _best_valid(w ** _param(params, "pf_lambda") * np.log2(1.0 + s), valid, cfg)
+
+
 def policy_max_sinr(obs: RefObservation, cfg: EnvConfig):
     """Every AP serves its valid candidate of largest SINR estimate: ``[..., I]``."""
     s, _, valid = _features(obs, cfg)
@@ -892,6 +898,8 @@ def policy_actions(name: str, rng: Rng, obs: RefObservation, state: RefState,
         return policy_full_reuse(obs, cfg)
     if name == "max_sinr":
         return policy_max_sinr(obs, cfg)
+    if name == "reward_greedy":
+        return policy_reward_greedy(obs, params, cfg)
     if name == "tdm":
         return policy_tdm(obs, state.time, cfg)
     if name == "exhaustive":

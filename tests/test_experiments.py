@@ -35,8 +35,22 @@ def test_ctde_writes_summary(tiny_run):
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["seeds"] == 3
     methods = summary["methods"]
-    assert set(methods) == {"tdm", "random", "full_reuse", "max_sinr", "exhaustive",
-                            "behaviour (full_reuse)"} | LEARNER_NAMES
+    assert set(methods) == {"tdm", "random", "full_reuse", "max_sinr", "reward_greedy",
+                            "exhaustive", "behaviour (full_reuse)"} | LEARNER_NAMES
+    # every method against the best heuristic, paired; headroom relative to the oracle
+    vs = summary["versus_best_heuristic"]
+    best = vs["best_heuristic"]
+    assert best in {"random", "full_reuse", "max_sinr", "reward_greedy", "tdm"}
+    assert best == max((n for n in methods if n in {"random", "full_reuse", "max_sinr",
+                                                    "reward_greedy", "tdm"}),
+                       key=lambda n: methods[n]["score"]["mean"])
+    assert vs["oracle"] == "exhaustive" and best not in vs["methods"]
+    assert "headroom" not in vs["methods"]["exhaustive"]
+    for name in LEARNER_NAMES | {"exhaustive"}:
+        e = vs["methods"][name]
+        diff = methods[name]["score"]["mean"] - methods[best]["score"]["mean"]
+        assert e["minus"]["mean"] == pytest.approx(diff, rel=1e-6, abs=1e-6)
+        assert name == "exhaustive" or np.isfinite(e["headroom"]["mean"])
     # The behaviour policy is full_reuse itself: same test episodes, same numbers.
     assert methods["behaviour (full_reuse)"]["score"] == methods["full_reuse"]["score"]
     # Every learner trained (train time recorded) and has a learning curve per seed.
@@ -102,7 +116,7 @@ def test_ctde_bad_settings_exit_cleanly(tmp_path, capsys, flags, message):
     (["--hidden", "64,0"], "positive widths"),
     (["--hidden", "wide"], "widths like"),
     (["--cql-alpha", "-1"], "number >= 0"),
-    (["--learners", "qmix"], "invalid choice"),
+    (["--learners", "vdn"], "invalid choice"),
     (["--behaviour", "oracle"], "invalid choice"),
 ])
 def test_ctde_bad_flag_is_argparse_error(capsys, flags, message):

@@ -112,3 +112,27 @@ def test_train_and_evaluate_pairs_seeds_with_test_keys(params, tmp_path):
                                res.per_seed["score"] / fixed["tdm"].per_seed["score"])
     assert summary["tdm"]["relative_score"]["mean"] == pytest.approx(1.0)
     assert set(summary["bc"]) == {"sum_rate", "p5_rate", "score", "relative_score", "return"}
+
+
+def test_versus_best_heuristic_by_hand():
+    """Seeds 0, 1: reward_greedy 8 / 10, full_reuse 7 / 11 (mean 9 = 9: ties go to the first of
+    HEURISTICS, full_reuse), oracle 12 / 16, learner 10 / 12. Best heuristic full_reuse (first
+    of the tie in HEURISTICS order); learner - full_reuse = 3 / 1 (mean 2); headroom
+    (10 - 7) / (12 - 7) = 0.6 and (12 - 11) / (16 - 11) = 0.2, mean 0.4; CI = t(0.975, 1) *
+    sd / sqrt(2) = 12.706 * 0.2828 / 1.414 = 2.541."""
+    per_seed = {"reward_greedy": {"score": np.array([8.0, 10.0])},
+                "full_reuse": {"score": np.array([7.0, 11.0])},
+                "exhaustive": {"score": np.array([12.0, 16.0])},
+                "learner": {"score": np.array([10.0, 12.0])}}
+    assert pipeline.best_heuristic(per_seed) == "full_reuse"
+    vs = pipeline.versus_best_heuristic(per_seed)
+    assert vs["best_heuristic"] == "full_reuse" and vs["oracle"] == "exhaustive"
+    e = vs["methods"]["learner"]
+    assert e["minus"]["mean"] == pytest.approx(2.0)
+    assert e["headroom"]["mean"] == pytest.approx(0.4)
+    assert e["headroom"]["ci95"] == pytest.approx(12.706 * 0.28284 / 1.41421, rel=1e-3)
+    # percent: 10/7 = +42.86%, 12/11 = +9.09%: mean 25.97
+    assert e["percent"]["mean"] == pytest.approx((300 / 7 + 100 / 11) / 2, rel=1e-9)
+    per_seed["reward_greedy"]["score"] = np.array([9.0, 10.0])
+    assert pipeline.best_heuristic(per_seed) == "reward_greedy"
+    assert pipeline.versus_best_heuristic({"learner": per_seed["learner"]}) is None

@@ -453,6 +453,14 @@ def test_baselines_match(cfg, opts):
             equal(_jax_policy("full_reuse", cfg)(key, obs_j, st_j, params), a_fr, "full_reuse")
             equal(_jax_policy("max_sinr", cfg)(key, obs_j, st_j, params),
                   ref.policy_max_sinr(obs_r, cfg), "max_sinr")
+            equal(_jax_policy("reward_greedy", cfg)(key, obs_j, st_j, params),
+                  ref.policy_reward_greedy(obs_r, params, cfg), "reward_greedy")
+            for lam in (0.0, 0.5, 1.0):  # lambda = 0 is max_sinr's metric, 1 full_reuse's
+                p_lam = params.replace(pf_lambda=lam)
+                equal(_jax_policy("reward_greedy", cfg)(key, obs_j, st_j, p_lam),
+                      ref.policy_reward_greedy(obs_r, p_lam, cfg), f"reward_greedy({lam})")
+            equal(_jax_policy("reward_greedy", cfg)(key, obs_j, st_j, params.replace(
+                pf_lambda=1.0)), a_fr, "reward_greedy(1) == full_reuse")
             if cfg.allow_idle:
                 a_tdm = ref.policy_tdm(obs_r, st_r.time, cfg)
                 equal(_jax_policy("tdm", cfg)(key, obs_j, st_j, params), a_tdm, "tdm")

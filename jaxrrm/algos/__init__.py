@@ -2,7 +2,7 @@
 
 * online behaviour learners (:mod:`.dqn`, :mod:`.sac`) and their shared pieces (:mod:`.common`:
   replay buffer, parallel environments, evaluation of network parameters);
-* offline learners: conservative Q-learning in three paradigms (:mod:`.cql`) and behaviour
+* offline learners: conservative Q-learning in four paradigms (:mod:`.cql`) and behaviour
   cloning (:mod:`.bc`).
 """
 

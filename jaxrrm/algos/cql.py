@@ -1,4 +1,4 @@
-"""Offline multi-agent Conservative Q-Learning: functional losses and the three paradigms.
+"""Offline multi-agent Conservative Q-Learning: functional losses and the four paradigms.
 
 CQL (Kumar et al., arXiv 2006.04779) on a discrete soft actor-critic backbone (Christodoulou,
 arXiv 1910.07207), as DESIGN §4 and Eldeeb & Alves (arXiv 2501.12991) use it, plus a DQN-backbone
@@ -22,7 +22,20 @@ paradigm           decisions ``G x A``     networks (input -> output)
 (I-MARL-CQL)                              separate parameters, each its own TD target
 ``ctde``           ``I x A``              per-AP critic/actor as above, ``Q_tot = sum_i Q_i``
 (CTDE-MARL-CQL)                           in one team TD target
+``qmix``           ``I x A``              per-AP critic/actor as ``ctde``, ``Q_tot = M_s(Q_1,
+(QMIX-MARL-CQL)                           ..., Q_I)``: a monotonic mixer conditioned on the
+                                          global state ``s [state_dim]``
+                                          (:class:`jaxrrm.networks.QMixer`, Rashid et al.,
+                                          arXiv 1803.11485), in one team TD target
 =================  =====================  ===================================================
+
+CTDE and QMIX are the *decomposed* paradigms (:attr:`CQLConfig.decomposed`): per-AP utilities
+``Q_i(o_i, a_i)`` trained on one team target, decentralized execution (each AP's actor, or its
+critic's argmax, from its own observation; with QMIX's monotone mixer ``dQ_tot/dQ_i >= 0``, so
+the per-AP argmaxes maximise ``Q_tot`` too). The mixer, ``Q_tot = elu(q W_1(s) + b_1(s)) W_2(s) +
+V(s)`` with ``W_1 = |hyper_w1(s)| [I, E]``, ``W_2 = |hyper_w2(s)| [E]``
+(``E = CQLConfig.mixer_embed``), is part of each critic: critic ``k`` of the ensemble has its own
+mixer ``M^k`` and its Polyak target ``M^{k-}`` (the critic parameters are ``{"agents", "mixer"}``).
 
 The joint mask of the centralized learner is the product of the per-AP masks: joint action ``j``
 is valid iff every component ``decode(j)_i`` is valid for AP ``i`` (:func:`joint_action_mask`).
@@ -39,7 +52,18 @@ the decision; sums over ``a`` run over *valid* actions only)
 * TD target: ``y = reward_scale * r + gamma * (1 - done) * V(s')``; independent and centralized
   have one target per decision (the team reward in each); CTDE has one team target
   ``y = r + gamma (1 - done) sum_i V_i(o_i')`` (each AP's soft value from its own actor,
-  temperature and min over its own target critics, or its own greedy value).
+  temperature and min over its own target critics, or its own greedy value). QMIX mixes, for
+  each target critic ``k``, that critic's per-AP next values with its own target mixer, and
+  takes the minimum of the ``K`` team targets::
+
+      y = min_k [r + gamma (1 - done) M^{k-}_{s'}(V^k_1(o_1'), ..., V^k_I(o_I'))]
+
+  with ``V^k_i`` the soft value of target critic ``k`` alone under AP ``i``'s actor and
+  temperature (or the double-DQN greedy value; the DQN backbone has ``K = 1``). The minimum is
+  taken over team values, each from one consistent ensemble member (critic and mixer trained
+  together): clipped double-Q on ``Q_tot``. (A minimum over per-AP values first, as CTDE does,
+  would leave no natural choice of which of the ``K`` mixers to apply; for ``K = 1`` both are the
+  same.)
 * CQL penalty per decision and critic: ``logsumexp_a Q(s, a) - Q(s, a_data)``    (cql_penalty)
 * critic loss, summed over critics, averaged over the batch (squared error, no 1/2, as the CQL
   reference implementation)::
@@ -47,11 +71,15 @@ the decision; sums over ``a`` run over *valid* actions only)
       independent / centralized:  sum_k mean_b sum_g [(Q^k_g(a_g) - y_g)^2 + cql_alpha * pen^k_g]
       ctde:                       sum_k mean_b [(sum_i Q^k_i(a_i) - y)^2
                                                + cql_alpha * sum_i pen^k_i]
+      qmix:                       sum_k mean_b [(M^k_s(Q^k_1(a_1), ..., Q^k_I(a_I)) - y)^2
+                                               + cql_alpha * sum_i pen^k_i]
 
-  (:func:`cql_critic_loss`; with ``cql_alpha = 0`` it is the plain soft/double-DQN TD loss).
+  (:func:`cql_critic_loss`, with ``mix`` for QMIX; with ``cql_alpha = 0`` it is the plain
+  soft/double-DQN TD loss). In both decomposed paradigms the CQL penalty acts on the per-AP
+  utilities (a penalty on ``Q_tot`` would need a logsumexp over the ``A^I`` joint actions).
 * actor loss (SAC backbone), per decision: ``sum_a pi(a|s) [alpha log pi(a|s) - min_k Q^k(s, a)]``
-  with the critics' values held fixed (:func:`sac_actor_loss`); in CTDE each AP's actor against
-  its own ``Q_i``.
+  with the critics' values held fixed (:func:`sac_actor_loss`); in CTDE and QMIX each AP's actor
+  against its own ``min_k Q^k_i``.
 * temperature (``autotune_alpha``): ``log alpha_g * (H[pi_g] - target_entropy_frac * log |valid|)``,
   one temperature per decision-maker (``G`` of them), as :mod:`jaxrrm.algos.sac`.
 
@@ -78,7 +106,9 @@ to the idle action when ``allow_idle`` (that is how the environment executes the
 Optimisation: Adam with gradient-norm clipping; in the ``independent`` paradigm the clipping is
 per AP (:func:`clip_by_agent_norm`), so that each AP's update depends on its own loss only and
 the learners are truly independent (the gradient of AP ``i``'s loss with respect to AP ``j``'s
-parameters is exactly zero, and so is the effect of ``i``'s data on ``j``'s update).
+parameters is exactly zero, and so is the effect of ``i``'s data on ``j``'s update). QMIX's mixers
+are critic parameters: one optimizer, one clipping norm and one Polyak average for the per-AP
+critics and the mixers together.
 
 API
 ---
@@ -92,7 +122,7 @@ API
 or the module-level equivalents :func:`init`, :func:`update`, :func:`policy`. ``metrics`` (scalars):
 ``critic_loss``, ``td_loss`` (mean squared TD error per critic), ``cql_penalty`` (mean penalty
 per decision and critic), ``q`` (mean Q of the dataset actions, the value regressed on the
-target: ``Q_tot`` in CTDE), ``target`` (mean TD target), ``q_gap`` (mean over decisions of
+target: ``Q_tot`` in CTDE and QMIX), ``target`` (mean TD target), ``q_gap`` (mean over decisions of
 ``Q(s, a_data) - mean_{valid a} Q(s, a)``: how much CQL favours the data's actions),
 ``actor_loss``, ``entropy`` (mean policy entropy per decision), ``alpha`` (mean temperature
 used in this update), ``alpha_loss``, ``critic_grad_norm``. The DQN backbone has no actor: its
@@ -114,12 +144,12 @@ from flax import struct
 from ..baselines import decode_joint_action, encode_joint_action
 from ..config import EnvConfig
 from ..data import Transitions
-from ..networks import (MLP, ensemble_apply, ensemble_init, mask_logits, masked_argmax,
+from ..networks import (MLP, QMixer, ensemble_apply, ensemble_init, mask_logits, masked_argmax,
                         masked_entropy, masked_log_softmax, sample_masked)
 from .common import NetConfig, is_int, is_num, polyak, random_valid_actions, require
 from .sac import target_entropy
 
-PARADIGMS = ("centralized", "independent", "ctde")
+PARADIGMS = ("centralized", "independent", "ctde", "qmix")
 BACKBONES = ("sac", "dqn")
 
 #: Default network of the offline learners: two hidden layers of 256 (ReLU), separate parameters
@@ -142,8 +172,9 @@ class CQLConfig:
     """Hyperparameters of offline CQL (frozen, hashable; validated on construction).
 
     Attributes:
-      paradigm: ``"centralized"`` (C-MARL-CQL), ``"independent"`` (I-MARL-CQL) or ``"ctde"``
-        (CTDE-MARL-CQL); see the module docstring.
+      paradigm: ``"centralized"`` (C-MARL-CQL), ``"independent"`` (I-MARL-CQL), ``"ctde"``
+        (CTDE-MARL-CQL, ``Q_tot = sum_i Q_i``) or ``"qmix"`` (QMIX-MARL-CQL, ``Q_tot`` from a
+        monotonic mixer conditioned on the global state); see the module docstring.
       backbone: ``"sac"`` (discrete SAC: twin critics, categorical actor, temperature) or
         ``"dqn"`` (one Q network, double-DQN target, greedy policy).
       gamma: discount in [0, 1) (0.9 as the behaviour learners: see :mod:`jaxrrm.algos.dqn`).
@@ -163,9 +194,13 @@ class CQLConfig:
         DESIGN §2); False treats a truncated row as terminal.
       critic_net, actor_net: :class:`jaxrrm.algos.common.NetConfig` of the critics and the
         actor (hidden widths, activation, layer norm; ``shared``/``agent_id`` choose parameter
-        sharing across APs in ``ctde``; ``independent`` requires ``shared=False``; the
-        centralized networks are single MLPs and ignore them).
+        sharing across APs in ``ctde`` and ``qmix``; ``independent`` requires
+        ``shared=False``; the centralized networks are single MLPs and ignore them).
       max_joint_actions: largest ``(N+1)^I`` the centralized learner accepts (>= 1).
+      mixer_embed: ``qmix``: width ``E`` of the mixing layer of :class:`jaxrrm.networks.QMixer`
+        (>= 1; 32 as QMIX). Ignored by the other paradigms.
+      mixer_hyper_hidden: ``qmix``: hidden width of the two-layer hypernetworks producing the
+        mixing weights (>= 1; 64 as QMIX's ``hypernet_embed``). Ignored by the other paradigms.
     """
 
     paradigm: str = "ctde"
@@ -187,6 +222,8 @@ class CQLConfig:
     critic_net: NetConfig = CQL_NET
     actor_net: NetConfig = CQL_NET
     max_joint_actions: int = MAX_JOINT_ACTIONS
+    mixer_embed: int = 32
+    mixer_hyper_hidden: int = 64
 
     def __post_init__(self):
         require(self.paradigm in PARADIGMS, "paradigm", f"one of {PARADIGMS}", self.paradigm)
@@ -203,8 +240,9 @@ class CQLConfig:
                 "target_entropy_frac", "[0, 1)", self.target_entropy_frac)
         require(is_int(self.num_critics) and self.num_critics >= 1, "num_critics",
                 "an integer >= 1", self.num_critics)
-        require(is_int(self.max_joint_actions) and self.max_joint_actions >= 1,
-                "max_joint_actions", "an integer >= 1", self.max_joint_actions)
+        for name in ("max_joint_actions", "mixer_embed", "mixer_hyper_hidden"):
+            require(is_int(getattr(self, name)) and getattr(self, name) >= 1, name,
+                    "an integer >= 1", getattr(self, name))
         for name in ("autotune_alpha", "double", "bootstrap_truncated"):
             require(isinstance(getattr(self, name), bool), name, "True or False",
                     getattr(self, name))
@@ -221,8 +259,14 @@ class CQLConfig:
 
     @property
     def decomposed(self) -> bool:
-        """True for CTDE: one team TD target on ``Q_tot = sum_i Q_i``."""
-        return self.paradigm == "ctde"
+        """True for CTDE and QMIX: per-AP utilities ``Q_i`` with one team TD target on
+        ``Q_tot`` (their sum, or their QMIX mixture)."""
+        return self.paradigm in ("ctde", "qmix")
+
+    @property
+    def mixed(self) -> bool:
+        """True for QMIX: ``Q_tot`` from a monotonic mixer of the per-AP utilities."""
+        return self.paradigm == "qmix"
 
 
 def check_env(env_cfg: EnvConfig, cfg: CQLConfig) -> None:
@@ -232,7 +276,8 @@ def check_env(env_cfg: EnvConfig, cfg: CQLConfig) -> None:
             f"paradigm='centralized' needs num_actions**num_aps = {env_cfg.num_actions}**"
             f"{env_cfg.num_aps} = {env_cfg.num_joint_actions} joint actions; max_joint_actions="
             f"{cfg.max_joint_actions} is the allowed maximum (raise max_joint_actions, or use "
-            "paradigm='ctde' / 'independent', whose size is linear in the number of APs)")
+            "paradigm='ctde' / 'qmix' / 'independent', whose size is linear in the number of "
+            "APs)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,16 +348,20 @@ def q_tot(q, actions):
     return jnp.sum(q_at(q, actions), axis=-1)
 
 
-def cql_critic_loss(q, a_data, mask, target, cql_alpha, decomposed: bool = False):
+def cql_critic_loss(q, a_data, mask, target, cql_alpha, decomposed: bool = False,
+                    mix: Optional[Callable] = None):
     """The CQL critic loss of ``K`` critics over a batch of ``B`` rows of ``G`` decisions.
 
     Args:
       q: ``[K, B, G, A]`` Q-values of the online critics.
       a_data: ``[B, G]`` int dataset actions.  mask: ``[B, G, A]`` bool.
       target: TD targets (no gradient is taken through them): ``[B, G]`` per decision, or
-        ``[B]`` with ``decomposed`` (the team target of ``Q_tot = sum_g Q_g``).
+        ``[B]`` with ``decomposed`` (the team target of ``Q_tot``).
       cql_alpha: penalty weight (float or scalar array).
-      decomposed: CTDE value decomposition.
+      decomposed: value decomposition: one team value ``Q_tot`` per row and critic.
+      mix: with ``decomposed``, ``mix(q_a [K, B, G]) -> Q_tot [K, B]``, critic ``k``'s mixture
+        of its utilities of the data actions (QMIX: its own mixer; gradients flow through it);
+        ``None``: ``Q_tot = sum_g Q_g`` (CTDE).
 
     Returns:
       ``(loss, aux)``: the scalar loss ``sum_k mean_b [...]`` (module docstring) and a dict of
@@ -322,11 +371,13 @@ def cql_critic_loss(q, a_data, mask, target, cql_alpha, decomposed: bool = False
       decomposed, ``loss_per_decision`` ``[G]`` (summing to ``loss``; decision ``g``'s loss
       depends on ``q[:, :, g]`` only).
     """
+    if mix is not None and not decomposed:
+        raise ValueError("cql_critic_loss: mix needs decomposed=True (one team target per row)")
     target = jax.lax.stop_gradient(target)
     q_a = q_at(q, a_data[None])                         # [K, B, G]
     pen = cql_penalty(q, mask[None], a_data[None])      # [K, B, G]
     if decomposed:
-        q_pred = jnp.sum(q_a, axis=-1)                  # [K, B]
+        q_pred = jnp.sum(q_a, axis=-1) if mix is None else mix(q_a)  # [K, B]
         td = jnp.square(q_pred - target[None])          # [K, B]
         loss = jnp.sum(jnp.mean(td + cql_alpha * jnp.sum(pen, axis=-1), axis=1))
         aux = {}
@@ -440,7 +491,9 @@ class CQLState:
     Attributes:
       params: ``{"critic": [K, ...] stacked critics, "critic_target": same, and with the SAC
         backbone "actor" and "log_alpha" [G]}``; per-AP networks with ``shared=False`` carry the
-        AP axis after the critic axis (critics) / first (actor).
+        AP axis after the critic axis (critics) / first (actor). QMIX: each critic is
+        ``{"agents": per-AP critics [K, ...], "mixer": its QMixer [K, ...]}`` (so the optimizer
+        and the Polyak targets cover the mixers too).
       opt_state: ``{"critic", "actor", "alpha"}`` optax states (``{"critic"}`` for DQN).
       step: ``[]`` int32, updates done.
     """
@@ -465,10 +518,12 @@ class Learner(NamedTuple):
         None.
       decisions: ``decisions(batch) -> (x, mask, a, next_x, next_mask)``: network inputs,
         ``[B, G, A]`` masks and ``[B, G]`` actions of the batch.
-      apply_critic: ``(critic_params, x) -> [K, ..., G, A]``.
+      apply_critic: ``(critic_params, x) -> [K, ..., G, A]`` (QMIX: the per-AP utilities).
       apply_actor: ``(actor_params, x) -> [..., G, A]`` logits (SAC) or None.
       num_decisions: ``G``.  num_decision_actions: ``A`` (``A^I`` centralized).
       env_cfg, config: the configurations.
+      mix: QMIX: ``mix(critic_params, q [K, B, I], state [B, state_dim]) -> Q_tot [K, B]``,
+        each critic's own mixer applied to its per-AP utilities; None for the other paradigms.
     """
 
     init: Callable
@@ -483,6 +538,7 @@ class Learner(NamedTuple):
     num_decision_actions: int
     env_cfg: EnvConfig
     config: CQLConfig
+    mix: Optional[Callable] = None
 
 
 def _opt(lr, max_norm, agent_axis):
@@ -554,12 +610,19 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
             return a
 
         def apply_critic(params, x):
-            return ensemble_apply(critic, params, x)
+            return ensemble_apply(critic, params["agents"] if cfg.mixed else params, x)
 
         def apply_actor(params, x):
             return actor.apply(params, x)
 
         example = jnp.zeros((num_aps, env_cfg.obs_dim), jnp.float32)
+
+    mixer = (QMixer(num_agents=num_aps, embed=cfg.mixer_embed,
+                    hyper_hidden=cfg.mixer_hyper_hidden) if cfg.mixed else None)
+
+    def mix(c_params, q, state):
+        # q [K, B, I], state [B, S] -> [K, B]: critic k's mixer on critic k's utilities.
+        return jax.vmap(lambda p, qk: mixer.apply(p, qk, state))(c_params["mixer"], q)
 
     independent = cfg.paradigm == "independent"
     tx_critic = _opt(cfg.critic_lr, cfg.max_grad_norm, 1 if independent else None)
@@ -575,6 +638,12 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
     def init(key) -> CQLState:
         k_c, k_a = jax.random.split(key)
         c_params = ensemble_init(critic, k_c, example, num_k)
+        if cfg.mixed:
+            q0 = jnp.zeros((num_aps,), jnp.float32)
+            s0 = jnp.zeros((env_cfg.state_dim,), jnp.float32)
+            keys = jax.random.split(jax.random.fold_in(k_c, 1), num_k)
+            c_params = {"agents": c_params,
+                        "mixer": jax.vmap(lambda k: mixer.init(k, q0, s0))(keys)}
         params = {"critic": c_params, "critic_target": c_params}
         opt_state = {"critic": tx_critic.init(c_params)}
         if sac:
@@ -591,17 +660,26 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
         if sac:
             alpha = jnp.exp(params["log_alpha"])           # [G]
             logp_next = masked_log_softmax(apply_actor(params["actor"], nx), nmask)
-            v = soft_value(jnp.min(q_next_t, axis=0), logp_next, nmask, alpha)  # [B, G]
+            # QMIX: each target critic's own values (mixed by its own mixer below, then the min
+            # over critics); the others: the min over critics first.
+            q_boot = q_next_t if cfg.mixed else jnp.min(q_next_t, axis=0)
+            v = soft_value(q_boot, logp_next, nmask, alpha)  # [B, G] (QMIX [K, B, G])
         else:
             q_online = apply_critic(c_params, nx)[0] if cfg.double else None
             v = greedy_value(q_next_t[0], nmask, q_online)  # [B, G]
+            v = v[None] if cfg.mixed else v                 # (QMIX [K = 1, B, G])
         disc = cfg.gamma * not_done(batch.terminated, batch.truncated, cfg.bootstrap_truncated)
         r = cfg.reward_scale * batch.reward
-        if cfg.decomposed:
+        mix_q = None
+        if cfg.mixed:
+            y_k = td_target(r, mix(params["critic_target"], v, batch.next_state), disc)  # [K, B]
+            y = jnp.min(y_k, axis=0)                       # [B]
+            mix_q = functools.partial(mix, c_params, state=batch.state)
+        elif cfg.decomposed:
             y = td_target(r, jnp.sum(v, axis=-1), disc)    # [B]
         else:
             y = td_target(r[:, None], v, disc[:, None])    # [B, G]
-        loss, aux = cql_critic_loss(q, a, mask, y, cfg.cql_alpha, cfg.decomposed)
+        loss, aux = cql_critic_loss(q, a, mask, y, cfg.cql_alpha, cfg.decomposed, mix_q)
         q_min = jax.lax.stop_gradient(jnp.min(q, axis=0))  # [B, G, A]
         return loss, (aux, q_min)
 
@@ -674,7 +752,8 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
     return Learner(init=init, update=update, policy=make_policy, critic_loss=critic_loss,
                    actor_loss=actor_loss if sac else None, decisions=decisions,
                    apply_critic=apply_critic, apply_actor=apply_actor if sac else None,
-                   num_decisions=g, num_decision_actions=a_dec, env_cfg=env_cfg, config=cfg)
+                   num_decisions=g, num_decision_actions=a_dec, env_cfg=env_cfg, config=cfg,
+                   mix=mix if cfg.mixed else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,7 +778,8 @@ def policy(params, cql_cfg: CQLConfig, env_cfg: EnvConfig, greedy: bool = True,
 
     SAC backbone: the actor's masked argmax (``greedy``) or a sample. DQN backbone: the Q
     network's masked argmax, or epsilon-greedy over valid actions (``epsilon``, default 0.05).
-    Centralized: the joint action from the global state, decoded per AP; the others: each AP
-    from its own observation (decentralized execution).
+    Centralized: the joint action from the global state, decoded per AP; the others (QMIX too:
+    its mixer is used in training only): each AP from its own observation (decentralized
+    execution).
     """
     return make_learner(env_cfg, cql_cfg).policy(params, greedy, epsilon)
