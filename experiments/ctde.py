@@ -28,13 +28,8 @@ import sys
 from pathlib import Path
 
 
-#: Learners the main job trains unless ``--learners`` says otherwise (QMIX-MARL-CQL, ``qmix``, is
-#: available on request).
-DEFAULT_LEARNERS = ("ctde", "independent", "centralized", "bc")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.runner import add_run_arguments
+    from experiments.runner import MAIN_LEARNERS, add_run_arguments
     from jaxrrm.baselines import NAMES
 
     p = argparse.ArgumentParser(
@@ -47,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             "relative to TDM, as mean ± 95%% CI over seeds. Writes config.json, summary.json, "
             "summary.csv, per_seed.json, learning_curves.json and PNG plots to --out."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_run_arguments(p, learners=DEFAULT_LEARNERS)
+    add_run_arguments(p, learners=MAIN_LEARNERS)
     p.add_argument("--baselines", nargs="+", choices=NAMES, default=list(NAMES),
                    help="baselines to evaluate ('tdm' is always added: it is the reference of "
                         "the relative score)")

@@ -17,7 +17,14 @@ from experiments import common
 
 #: Learner names of the command line -> the paper's names (also the keys of summary.json).
 LEARNERS = {"ctde": "CTDE-MARL-CQL", "independent": "I-MARL-CQL",
-            "centralized": "C-MARL-CQL", "bc": "BC", "qmix": "QMIX-MARL-CQL"}
+            "centralized": "C-MARL-CQL", "bc": "BC", "qmix": "QMIX-MARL-CQL",
+            "bc_central": "C-BC"}
+
+#: The learners with a joint policy over the global state.
+CENTRALIZED_LEARNERS = ("centralized", "bc_central")
+
+#: The learners the main job trains by default (the paper's three paradigms and BC).
+MAIN_LEARNERS = ("ctde", "independent", "centralized", "bc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +65,7 @@ PRESETS = {
 OMITTABLE = {"behaviour": "sac", "dataset_size": None, "cql_alpha": 1.0, "learners": None}
 
 
-def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = tuple(LEARNERS),
+def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN_LEARNERS,
                       behaviour: str = "sac", omit: Sequence[str] = (),
                       learner_choices: Optional[Sequence[str]] = None,
                       seeds: int = 16) -> None:
@@ -203,14 +210,20 @@ class Run:
                                  eval_episodes=min(self.episodes, 32))
 
     def learner_config(self, name: str, **overrides):
-        """The configuration of learner ``name`` (:data:`LEARNERS`) at this run's sizes."""
+        """The configuration of learner ``name`` (:data:`LEARNERS`) at this run's sizes.
+
+        An ``execution`` override applies to the centralized learners (``centralized``,
+        ``bc_central``) only; the others execute per AP anyway and ignore it."""
         from jaxrrm.algos import bc, cql
         from jaxrrm.algos.common import NetConfig
 
         net = NetConfig(hidden=tuple(self.hidden), shared=False)
+        if name not in CENTRALIZED_LEARNERS:
+            overrides.pop("execution", None)
         try:
-            if name == "bc":
-                return bc.BCConfig(net=net, **overrides)
+            if name in ("bc", "bc_central"):
+                return bc.BCConfig(net=net, paradigm="centralized" if name == "bc_central"
+                                   else "decentralized", **overrides)
             overrides.setdefault("cql_alpha", self.cql_alpha)
             return cql.CQLConfig(paradigm=name, critic_net=net, actor_net=net, **overrides)
         except ValueError as e:
@@ -443,6 +456,8 @@ class Variant:
         that returns one when the variant's turn comes (overrides ``spec``).
       learner_overrides: extra fields of every learner's configuration (e.g. ``cql_alpha``).
       evaluate_behaviour: also evaluate the behaviour policy itself (``"<label> / behaviour"``).
+      learners: the learners (:data:`LEARNERS` keys) to train on this variant (``None``: the
+        study's).
     """
 
     label: str
@@ -453,6 +468,7 @@ class Variant:
     behaviour: object = None
     learner_overrides: dict = dataclasses.field(default_factory=dict)
     evaluate_behaviour: bool = False
+    learners: Optional[Sequence[str]] = None
 
     @property
     def own_env(self) -> bool:
@@ -511,7 +527,7 @@ def run_variants(run: Run, variants: Sequence[Variant], learners: Sequence[str],
             results[label] = pipeline.evaluate_policy(beh.policy, test_keys, cfg, params,
                                                       run.episodes, mesh=run.mesh)
             members["behaviour"] = (label, "behaviour")
-        for name in learners:
+        for name in (learners if v.learners is None else v.learners):
             method = LEARNERS[name]
             label = f"{v.label} / {method}"
             lc = run.learner_config(name, **v.learner_overrides)

@@ -76,7 +76,10 @@ class EnvConfig:
         real network share slot timing; TDM's schedule is a function of it).
       obs_share: ``"local"`` (each AP sees its own features) or ``"global"``: each AP also sees
         every other AP's own features, in the order ``i+1, ..., i+I-1 (mod I)`` (exchanged over
-        the backhaul each slot, as in multi-AP scheduling with observation exchange).
+        the backhaul each slot, as in multi-AP scheduling with observation exchange, together
+        with which of their candidates exist, i.e. their action masks). Every AP's observation
+        then holds the whole global state, so a joint policy can be executed at every AP
+        (:func:`jaxrrm.env.replicated_policy`).
     """
 
     num_aps: int = 4

@@ -25,6 +25,7 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from . import channel, radio, topology
@@ -201,6 +202,57 @@ def observe(state: EnvState, params: EnvParams, cfg: EnvConfig):
     obs = Observation(agents=jnp.concatenate(parts, -1),
                       global_state=jnp.concatenate(state_parts, -1), action_mask=mask)
     return obs, candidates
+
+
+def global_state_index(cfg: EnvConfig) -> np.ndarray:
+    """Where each entry of the global state sits in each AP's observation under
+    ``obs_share="global"``: ``[I, state_dim]`` int32, so that
+    ``obs.agents[i][table[i]] == obs.global_state`` exactly (:func:`observe`'s layouts: row ``i``
+    is ``own_i, clock, own_{i+1}, ..., own_{i+I-1}``; the state is ``own_0..own_{I-1}, clock``).
+
+    Raises:
+      ValueError: ``cfg.obs_share`` is not ``"global"`` (an AP then lacks the others' features).
+    """
+    if cfg.obs_share != "global":
+        raise ValueError("global_state_index: an AP's observation holds the global state only "
+                         f"with EnvConfig.obs_share='global' (got {cfg.obs_share!r})")
+    i_n, d, c = cfg.num_aps, cfg.own_dim, cfg.clock_dim
+    table = np.zeros((i_n, cfg.state_dim), np.int32)
+    for i in range(i_n):
+        for k in range(i_n):
+            m = (k - i) % i_n
+            start = 0 if m == 0 else d + c + (m - 1) * d
+            table[i, k * d:(k + 1) * d] = np.arange(start, start + d)
+        table[i, i_n * d:] = np.arange(d, d + c)
+    return table
+
+
+def replicated_policy(joint_policy: "Policy", cfg: EnvConfig) -> "Policy":
+    """Decentralized execution of a joint policy that reads only the global state and the mask.
+
+    With ``obs_share="global"`` every AP's observation contains the global state (its own
+    features, the clock and the features the other APs broadcast; :func:`global_state_index`), and
+    the action masks are shared with them (which of a neighbour's candidates exist). So each AP
+    ``i`` can rebuild the global state from its *own* observation row, run the same joint policy
+    (the same parameters are replicated at every AP) and execute component ``i`` of the joint
+    action: the APs agree without exchanging actions, because they evaluate the same function of
+    the same inputs. The joint policy is called with ``env_state=None`` (it cannot read the
+    simulator's state) and, for a stochastic policy, the same key at every AP (common
+    randomness, e.g. a shared seed and the slot clock).
+
+    Returns:
+      A :data:`Policy` whose actions equal ``joint_policy``'s on the true global state, bit for
+      bit (the rebuilt state is a permutation of the same numbers).
+    """
+    table = jnp.asarray(global_state_index(cfg))
+
+    def policy(key, obs, state, params):
+        def one(i):
+            gs = obs.agents[i][table[i]]
+            obs_i = Observation(agents=obs.agents, global_state=gs, action_mask=obs.action_mask)
+            return jnp.asarray(joint_policy(key, obs_i, None, params), jnp.int32)[i]
+        return jnp.stack([one(i) for i in range(cfg.num_aps)])
+    return policy
 
 
 def init_state(ap_pos_m, ue_pos_m, heading_rad, los, shadowing_db, fading, params: EnvParams,

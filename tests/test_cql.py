@@ -1,4 +1,5 @@
-"""Offline learners: the functional CQL losses, the three paradigms (jaxrrm.algos.cql) and BC.
+"""Offline learners: the functional CQL losses, the four paradigms (jaxrrm.algos.cql), the QMIX
+mixer (jaxrrm.networks.QMixer) and BC.
 
 Tiny configuration (2 APs, 2 candidates + idle: A = 3 actions per AP, 9 joint actions) and tiny
 networks; every jitted update is compiled once per module (:func:`jitted_update`).
@@ -20,7 +21,7 @@ from jaxrrm.algos.common import NetConfig
 from jaxrrm.baselines import decode_joint_action, encode_joint_action, joint_action_table
 from jaxrrm.data import Transitions, sample
 from jaxrrm.env import Observation
-from jaxrrm.networks import masked_log_softmax
+from jaxrrm.networks import QMixer, masked_log_softmax
 
 TINY = EnvConfig(num_aps=2, num_ues=4, num_candidates=2, horizon=5)
 I, A, D = TINY.num_aps, TINY.num_actions, TINY.obs_dim  # 2, 3, 4
@@ -233,11 +234,13 @@ def test_centralized_guard_and_config_validation():
     with pytest.raises(ValueError, match="critic_net.shared"):
         cql.CQLConfig(paradigm="independent", critic_net=SHARED_NET, actor_net=NET)
     cql.CQLConfig(paradigm="ctde", critic_net=SHARED_NET, actor_net=SHARED_NET)  # allowed
-    for kw, field in [(dict(paradigm="qmix"), "paradigm"), (dict(backbone="ppo"), "backbone"),
+    for kw, field in [(dict(paradigm="vdn"), "paradigm"), (dict(backbone="ppo"), "backbone"),
                       (dict(gamma=1.0), "gamma"), (dict(cql_alpha=-1.0), "cql_alpha"),
                       (dict(tau=0.0), "tau"), (dict(critic_lr=0.0), "critic_lr"),
                       (dict(target_entropy_frac=1.0), "target_entropy_frac"),
                       (dict(num_critics=0), "num_critics"),
+                      (dict(mixer_embed=0), "mixer_embed"),
+                      (dict(mixer_hyper_hidden=1.5), "mixer_hyper_hidden"),
                       (dict(bootstrap_truncated=1), "bootstrap_truncated")]:
         with pytest.raises(ValueError, match=field):
             cql.CQLConfig(**kw)
@@ -508,3 +511,350 @@ def test_bc_cross_entropy_by_hand_and_learns():
     acts = jax.jit(jax.vmap(lambda o: pol(jax.random.key(0), o, None, None)))(obs)
     np.testing.assert_array_equal(acts[:, 0], 0)
     np.testing.assert_array_equal(acts[:, 1], 2)
+
+
+def test_centralized_bc_learns_a_coordinated_joint_action():
+    """Centralized BC clones a joint rule that no AP can follow from its own observation: AP 0
+    serves candidate 0 and AP 1 is silent when the *last* global-state entry (AP 1's feature) is
+    positive, else the other way round. Joint code base A = 3: (0, 2) -> 2, (2, 0) -> 6."""
+    bcfg = bc.BCConfig(lr=1e-2, net=NetConfig(hidden=(32,)), paradigm="centralized")
+    learner = bc.make_learner(TINY, bcfg)
+    data = make_batch(31, b=256, p_valid=0.7)
+    mask = data.action_mask.at[:, :, 0].set(True)
+    pick = data.state[:, -1] > 0
+    acts = jnp.where(pick[:, None], jnp.array([0, 2]), jnp.array([2, 0])).astype(jnp.int32)
+    data = data.replace(actions=acts, action_mask=mask)
+    assert 0.2 < float(jnp.mean(pick)) < 0.8
+    jmask = cql.joint_action_mask(mask, TINY)
+    np.testing.assert_array_equal(encode_joint_action(acts, A), jnp.where(pick, 2, 6))
+    assert bool(jnp.all(jmask[jnp.arange(256), jnp.where(pick, 2, 6)]))
+
+    @jax.jit
+    def train(key):
+        def body(s, k):
+            return learner.update(s, sample(k, data, 64), k)
+        return jax.lax.scan(body, learner.init(key), jax.random.split(key, 300))
+
+    state, metrics = train(jax.random.key(32))
+    assert float(metrics["loss"][-1]) < 0.2 * float(metrics["loss"][0])
+    assert float(metrics["accuracy"][-1]) > 0.95
+    obs = Observation(agents=data.obs, global_state=data.state, action_mask=data.action_mask)
+    pol = bc.policy(state, bcfg, TINY)
+    out = jax.jit(jax.vmap(lambda o: pol(jax.random.key(0), o, None, None)))(obs)
+    assert out.shape == (256, I) and out.dtype == jnp.int32
+    assert float(jnp.mean(jnp.all(out == acts, axis=-1))) > 0.95
+    with pytest.raises(ValueError, match="paradigm"):
+        bc.BCConfig(paradigm="ctde")
+
+
+# ------------------------------------------------------------------------------------------
+# QMIX: the monotonic mixer and the qmix paradigm
+# ------------------------------------------------------------------------------------------
+
+def random_mixer_params(mixer, key, num, state_dim, scale=2.0):
+    """``num`` draws of QMixer parameters with *every* leaf (biases too) ~ N(0, scale^2): far
+    from the initialisation, so that many pre-activations of every layer are negative."""
+    template = mixer.init(jax.random.key(0), jnp.zeros((mixer.num_agents,)),
+                          jnp.zeros((state_dim,)))
+    leaves, tree = jax.tree.flatten(template)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(tree, [scale * jax.random.normal(k, (num,) + x.shape)
+                                     for k, x in zip(keys, leaves)])
+
+
+def test_mixer_is_monotone_in_every_utility():
+    n_agents, s_dim, n_par, n_pts = 3, 5, 16, 128
+    mixer = QMixer(num_agents=n_agents, embed=8, hyper_hidden=16)
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(30), 4)
+    params = random_mixer_params(mixer, k1, n_par, s_dim)
+    q = 5.0 * jax.random.normal(k2, (n_par, n_pts, n_agents))      # many negative utilities
+    s = 3.0 * jax.random.normal(k3, (n_par, n_pts, s_dim))
+    delta = jax.random.uniform(k4, (n_par, n_pts, n_agents), minval=1e-3, maxval=10.0)
+
+    @jax.jit
+    def probe(params, q, s, delta):
+        def one(p, q, s, d):                                       # one draw, one point
+            f = lambda q: mixer.apply(p, q, s)  # noqa: E731
+            # Q_tot(q + d_i e_i) - Q_tot(q) for each i
+            up = jax.vmap(lambda i: f(q.at[i].add(d[i])))(jnp.arange(n_agents)) - f(q)
+            return jax.grad(f)(q), up, f(q)
+        per_param = jax.vmap(one, in_axes=(None, 0, 0, 0))
+        return jax.vmap(per_param)(params, q, s, delta)
+
+    grad, up, qtot = (np.asarray(x) for x in probe(params, q, s, delta))
+    assert grad.shape == (n_par, n_pts, n_agents) and np.all(np.isfinite(grad))
+    assert grad.min() >= 0.0, grad.min()
+    # Increasing one utility never decreases Q_tot (float32 rounding tolerance only).
+    tol = 1e-5 * (1.0 + np.abs(qtot))[..., None]
+    assert up.min() >= -tol.max(), up.min()
+    assert np.all(up >= -tol)
+    # Not vacuous: the gradients are mostly strictly positive and vary with the state.
+    assert np.mean(grad > 1e-6) > 0.5
+    assert np.std(grad[0, :, 0]) > 1e-3
+
+
+def test_mixer_forward_matches_numpy():
+    # I = 2 agents, E = 2, state S = 3, hypernet hidden H = 4; every parameter drawn below.
+    n_agents, e, s_dim, h = 2, 2, 3, 4
+    mixer = QMixer(num_agents=n_agents, embed=e, hyper_hidden=h)
+    rng = np.random.default_rng(31)
+
+    def dense(d_in, d_out):
+        return {"kernel": rng.normal(size=(d_in, d_out)).astype(np.float32),
+                "bias": rng.normal(size=(d_out,)).astype(np.float32)}
+
+    P = {"hyper_w1_0": dense(s_dim, h), "hyper_w1_1": dense(h, n_agents * e),
+         "hyper_b1": dense(s_dim, e), "hyper_w2_0": dense(s_dim, h), "hyper_w2_1": dense(h, e),
+         "V_0": dense(s_dim, e), "V_1": dense(e, 1)}
+    init = mixer.init(jax.random.key(0), jnp.zeros((n_agents,)), jnp.zeros((s_dim,)))
+    assert jax.tree.structure(init) == jax.tree.structure({"params": P})
+    assert all(a.shape == b.shape for a, b in zip(jax.tree.leaves(init),
+                                                  jax.tree.leaves({"params": P})))
+
+    def lin(x, name):
+        return x @ P[name]["kernel"] + P[name]["bias"]
+
+    def relu(x):
+        return np.maximum(x, 0.0)
+
+    def elu(x):
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+
+    def reference(q, s):                                           # q [I], s [S]
+        # W1: the flat [I * E] output read row-major as [I, E] (entry (i, e) at i * E + e), so
+        # Q_tot = sum_e elu(q_0 W1[0, e] + q_1 W1[1, e] + b1[e]) W2[e] + V.
+        w1 = np.abs(lin(relu(lin(s, "hyper_w1_0")), "hyper_w1_1")).reshape(n_agents, e)
+        b1 = lin(s, "hyper_b1")
+        w2 = np.abs(lin(relu(lin(s, "hyper_w2_0")), "hyper_w2_1"))
+        v = lin(relu(lin(s, "V_0")), "V_1")[0]
+        hidden = elu(q @ w1 + b1)                                  # [E]
+        return hidden @ w2 + v
+
+    qs = rng.normal(scale=3.0, size=(2, 5, n_agents)).astype(np.float32)
+    ss = rng.normal(scale=2.0, size=(2, 5, s_dim)).astype(np.float32)
+    out = np.asarray(jax.jit(mixer.apply)({"params": P}, qs, ss))   # leading axes [2, 5]
+    expect = np.array([[reference(qs[a, b], ss[a, b]) for b in range(5)] for a in range(2)])
+    assert out.shape == (2, 5)
+    np.testing.assert_allclose(out, expect, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="agents"):
+        mixer.apply({"params": P}, jnp.zeros((3,)), jnp.zeros((s_dim,)))
+
+
+def constant_output(net_params, bias):
+    """Per-AP network parameters whose output layer is the constant ``bias`` (its kernel 0):
+    the network then outputs ``bias`` whatever its input (leading axes as the bias leaf)."""
+    mlp = dict(net_params["params"]["mlp"])
+    last = f"Dense_{len(mlp) - 1}"
+    mlp[last] = {"kernel": jnp.zeros_like(mlp[last]["kernel"]),
+                 "bias": jnp.broadcast_to(jnp.asarray(bias, jnp.float32),
+                                          mlp[last]["bias"].shape)}
+    return {"params": dict(net_params["params"], mlp=mlp)}
+
+
+def constant_mixer(mixer_params, w1, b1, w2, b2):
+    """QMixer parameters (leading critic axis ``K``) with every kernel and every hidden bias 0:
+    the hypernetworks then output their last biases whatever the state, so ``W1 = |w1|``
+    (``[K, I * E]``, read row-major as ``[I, E]``), ``b1``, ``W2 = |w2|`` and ``V = b2``."""
+    z = jax.tree.map(jnp.zeros_like, mixer_params)["params"]
+    for name, value in (("hyper_w1_1", w1), ("hyper_b1", b1), ("hyper_w2_1", w2), ("V_1", b2)):
+        z[name] = dict(z[name], bias=jnp.asarray(value, jnp.float32).reshape(
+            z[name]["bias"].shape))
+    return {"params": z}
+
+
+def test_qmix_critic_loss_by_hand():
+    """K = 2 critics, I = 2 APs, A = 3 actions (idle = 2), E = 2; constant networks.
+
+    Online utilities Q^k_i(a): k=0: AP0 [1, 2, 0], AP1 [0, 1, 3]; k=1: AP0 [2, 0, 1], AP1 [1, 1, 1]
+    Target utilities:          k=0: AP0 [0, 2, 4], AP1 [1, 3, 0]; k=1: AP0 [-2, 5, 0], AP1 [0, 0, 6]
+    Mixers (W1 = |w1|: the signs below test the abs):
+      online k=0: w1 [-1, 0, 0, 1] -> W1 = I, b1 = 0, W2 = |[1, -1]| = [1, 1], V = 0:
+                  M = elu(q0) + elu(q1)
+      online k=1: w1 [2, 0, 0, -1] -> W1 = diag(2, 1), b1 = [-1, 0], W2 = [0.5, 1], V = 1:
+                  M = 0.5 elu(2 q0 - 1) + elu(q1) + 1
+      target k=0: as online k=0 but V = 1;  target k=1: as online k=1.
+    Batch: 2 rows, data actions (1, 2), all actions valid now; rewards [1, 2], row 1 terminal;
+    next masks AP0 {0, 2}, AP1 {2}; actors uniform over valid actions; alpha = 0.5; gamma 0.5.
+
+    Q_tot (both rows): k=0: elu(2) + elu(3) = 5;  k=1: 0.5 elu(-1) + elu(1) + 1
+                       = 0.5 (e^-1 - 1) + 2 = 1.683940.
+    Per-AP soft next values V^k_i (each target critic alone):
+      AP0: pi = [1/2, 0, 1/2]: V = (Qt(0) + Qt(2)) / 2 + 0.5 ln 2;  AP1: only idle: V = Qt(2)
+      k=0: V = [2 + 0.346574, 0] = [2.346574, 0];  k=1: V = [-1 + 0.346574, 6] = [-0.653426, 6]
+    Mixed by each target mixer: k=0: elu(2.346574) + elu(0) + 1 = 3.346574
+                                k=1: 0.5 elu(-2.306853) + elu(6) + 1 = 0.5 (-0.900426) + 7
+                                     = 6.549787
+    y^k (row 0) = 1 + 0.5 M^k = [2.673287, 4.274894];  y = min_k = 2.673287;  row 1 (terminal): 2.
+    CQL penalties lse_a Q^k_i - Q^k_i(a_i):
+      k=0: AP0 ln(e + e^2 + 1) - 2 = 0.407606, AP1 ln(1 + e + e^3) - 3 = 0.169846 (sum 0.577452)
+      k=1: AP0 ln(e^2 + 1 + e) - 0 = 2.407606, AP1 ln 3 = 1.098612             (sum 3.506218)
+    Loss = sum_k [mean_b (Q_tot^k - y_b)^2 + sum_i pen^k_i]:
+      k=0: ((5 - 2.673287)^2 + (5 - 2)^2) / 2 + 0.577452 = (5.413594 + 9) / 2 + 0.577452
+           = 7.784249
+      k=1: ((1.683940 - 2.673287)^2 + (1.683940 - 2)^2) / 2 + 3.506218
+           = (0.978808 + 0.099894) / 2 + 3.506218 = 4.045569
+      total 11.829818.
+    """
+    learner = cql.make_learner(TINY, config("qmix", "sac", gamma=0.5, cql_alpha=1.0,
+                                            mixer_embed=2))
+    p = jax.jit(learner.init)(jax.random.key(32)).params
+    mix_on = dict(w1=[[-1, 0, 0, 1], [2, 0, 0, -1]], b1=[[0, 0], [-1, 0]],
+                  w2=[[1, -1], [0.5, 1]], b2=[0, 1])
+    mix_t = dict(mix_on, b2=[1, 1])
+    critic = {"agents": constant_output(p["critic"]["agents"], [[[1, 2, 0], [0, 1, 3]],
+                                                                 [[2, 0, 1], [1, 1, 1]]]),
+              "mixer": constant_mixer(p["critic"]["mixer"], **mix_on)}
+    target = {"agents": constant_output(p["critic_target"]["agents"], [[[0, 2, 4], [1, 3, 0]],
+                                                                        [[-2, 5, 0], [0, 0, 6]]]),
+              "mixer": constant_mixer(p["critic_target"]["mixer"], **mix_t)}
+    p = dict(p, critic=critic, critic_target=target, actor=constant_output(p["actor"], 0.0),
+             log_alpha=jnp.log(jnp.array([0.5, 0.5])))
+    b = make_batch(33, b=2, valid_mask=True)
+    batch = b.replace(actions=jnp.array([[1, 2], [1, 2]], jnp.int32),
+                      reward=jnp.array([1.0, 2.0]), terminated=jnp.array([False, True]),
+                      next_action_mask=jnp.array([[[True, False, True], [False, False, True]]] * 2))
+
+    @jax.jit
+    def evaluate(p, batch):
+        loss, (aux, q_min) = learner.critic_loss(p["critic"], p, batch)
+        q_a = cql.q_at(learner.apply_critic(p["critic"], batch.obs), batch.actions[None])
+        return loss, aux, q_min, learner.mix(p["critic"], q_a, batch.state)
+
+    loss, aux, q_min, qtot = evaluate(p, batch)
+    e1 = math.exp(1.0)
+    qtot_1 = 0.5 * (math.exp(-1.0) - 1.0) + 2.0                                   # 1.683940
+    np.testing.assert_allclose(qtot, [[5.0, 5.0], [qtot_1, qtot_1]], rtol=1e-6)
+    y0 = 1.0 + 0.5 * (2.0 + 0.5 * math.log(2.0) + 1.0)                            # 2.673287
+    pen0 = (math.log(e1 + e1 ** 2 + 1) - 2) + (math.log(1 + e1 + e1 ** 3) - 3)    # 0.577452
+    pen1 = math.log(e1 ** 2 + 1 + e1) + math.log(3.0)                             # 3.506218
+    expect = (((5 - y0) ** 2 + 9) / 2 + pen0
+              + ((qtot_1 - y0) ** 2 + (qtot_1 - 2) ** 2) / 2 + pen1)
+    np.testing.assert_allclose(expect, 11.829818, atol=1e-6)
+    np.testing.assert_allclose(loss, expect, rtol=1e-5)
+    np.testing.assert_allclose(aux["target"], (y0 + 2.0) / 2, rtol=1e-6)           # 2.336643
+    np.testing.assert_allclose(aux["q"], (5.0 + qtot_1) / 2, rtol=1e-6)            # 3.341970
+    np.testing.assert_allclose(aux["td_loss"], ((5 - y0) ** 2 + 9 + (qtot_1 - y0) ** 2
+                                                + (qtot_1 - 2) ** 2) / 4, rtol=1e-5)
+    np.testing.assert_allclose(aux["cql_penalty"], (pen0 + pen1) / 4, rtol=1e-5)
+    # q_gap: mean over (k, i) of Q(a_data) - mean_a Q = (1 + 5/3 - 1 + 0) / 4 = 5/12
+    np.testing.assert_allclose(aux["q_gap"], 5.0 / 12.0, rtol=1e-5)
+    # The actor's critic values: min over critics of the per-AP utilities.
+    np.testing.assert_allclose(q_min[0], [[1, 0, 0], [0, 1, 1]])
+
+
+@pytest.mark.parametrize("backbone", cql.BACKBONES)
+def test_qmix_with_a_sum_mixer_is_ctde(backbone):
+    """With one critic and the mixer W1 = I, b1 = [10, 10], W2 = [1, 1], V = -20, Q_tot =
+    elu(q_0 + 10) + elu(q_1 + 10) - 20 = q_0 + q_1 whenever every q_i > -10: qmix's loss, metrics
+    and gradient w.r.t. the per-AP critics are ctde's."""
+    kw = dict(num_critics=1, gamma=0.9)
+    qmix = cql.make_learner(TINY, config("qmix", backbone, mixer_embed=2, **kw))
+    ctde = cql.make_learner(TINY, config("ctde", backbone, **kw))
+    p = jax.jit(qmix.init)(jax.random.key(34)).params
+    sum_mixer = dict(w1=[[1, 0, 0, 1]], b1=[[10, 10]], w2=[[1, 1]], b2=[-20])
+    p = dict(p, critic=dict(p["critic"], mixer=constant_mixer(p["critic"]["mixer"], **sum_mixer)),
+             critic_target={"agents": jax.tree.map(lambda x: x + 0.05,
+                                                   p["critic_target"]["agents"]),
+                            "mixer": constant_mixer(p["critic_target"]["mixer"], **sum_mixer)})
+    p_ctde = dict(p, critic=p["critic"]["agents"], critic_target=p["critic_target"]["agents"])
+    batch = make_batch(35)
+
+    @jax.jit
+    def both(p, p_ctde, batch):
+        def loss_q(agents):
+            return qmix.critic_loss(dict(p["critic"], agents=agents), p, batch)
+        (lq, (aq, _)), gq = jax.value_and_grad(loss_q, has_aux=True)(p["critic"]["agents"])
+        (lc, (ac, _)), gc = jax.value_and_grad(ctde.critic_loss, has_aux=True)(
+            p_ctde["critic"], p_ctde, batch)
+        return lq, aq, gq, lc, ac, gc
+
+    lq, aq, gq, lc, ac, gc = both(p, p_ctde, batch)
+    np.testing.assert_allclose(lq, lc, rtol=1e-5)
+    assert set(aq) == set(ac)
+    for name in ac:
+        np.testing.assert_allclose(aq[name], ac[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    assert leaves_close(gq, gc, rtol=1e-4, atol=1e-5)
+
+
+def test_qmix_mixers_see_the_state_are_trained_and_polyak_averaged():
+    learner = cql.make_learner(TINY, config("qmix", "sac"))
+    tau = learner.config.tau
+    s0 = init_state(learner, jax.random.key(36))
+    p, batch, other = s0.params, make_batch(37), make_batch(40)
+    # Q_tot = M_s(...) is conditioned on the state s; the target mixes at the next state s'.
+    loss_fn = jax.jit(learner.critic_loss)
+    aux, aux_s, aux_n = (loss_fn(p["critic"], p, b)[1][0] for b in (
+        batch, batch.replace(state=other.state), batch.replace(next_state=other.next_state)))
+    assert float(aux_s["q"]) != float(aux["q"]) and float(aux_s["target"]) == float(aux["target"])
+    assert float(aux_n["q"]) == float(aux["q"]) and float(aux_n["target"]) != float(aux["target"])
+
+    s1, m = jitted_update("qmix", "sac")(s0, batch, jax.random.key(38))
+    assert all(np.isfinite(float(v)) for v in m.values())
+    c0, c1 = s0.params["critic"]["mixer"], s1.params["critic"]["mixer"]
+    t0, t1 = s0.params["critic_target"]["mixer"], s1.params["critic_target"]["mixer"]
+    assert all(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(c0), jax.tree.leaves(c1)))
+    expect = jax.tree.map(lambda t, c: (1 - tau) * t + tau * c, t0, c1)
+    assert leaves_close(t1, expect, rtol=1e-6, atol=1e-7)
+    # Each critic has its own mixer (initialised independently).
+    kernel = np.asarray(c0["params"]["hyper_w1_1"]["kernel"])     # [K, H, I * E]
+    assert kernel.shape[0] == 2 and not np.allclose(kernel[0], kernel[1])
+
+
+@pytest.fixture(scope="module")
+def train_setup():
+    from _train_setup import CFG, make_dataset, make_params
+
+    params = make_params()
+    return CFG, params, make_dataset(params)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", cql.BACKBONES)
+def test_qmix_trains_and_executes_decentralized(backbone, train_setup):
+    from jaxrrm import train
+
+    cfg, params, dataset = train_setup
+    net = NetConfig(hidden=(32, 32), shared=False)
+    lc = cql.CQLConfig(paradigm="qmix", backbone=backbone, critic_net=net, actor_net=net)
+    tc = train.TrainConfig(num_updates=300, batch_size=64, chunk_size=100, num_seeds=2,
+                           eval_every_chunks=0, eval_episodes=2)
+    res = train.make_train(cfg, params, lc, tc).train(jax.random.key(39), dataset)
+    hist = res.history["metrics"]
+    assert set(hist) == set(cql.METRIC_NAMES)
+    assert all(np.all(np.isfinite(v)) for v in hist.values())
+    assert np.all(np.isfinite(res.final["score"])) and res.final["score"].shape == (2,)
+    # The critic fits its targets: the TD error falls over the run.
+    assert np.all(hist["td_loss"][-1] < hist["td_loss"][0])
+
+    # Decentralized execution: seed 0's greedy policy acts per AP from its own observation:
+    # [I] int32, valid; AP 0's action unchanged when AP 1's observation and the global state
+    # are replaced (and vice versa).
+    ls = train.seed_state(res.state, 0).learner
+    pol = cql.policy(ls, lc, cfg)
+    n = 256
+    obs = Observation(agents=jnp.asarray(dataset.obs[:n]),
+                      global_state=jnp.asarray(dataset.state[:n]),
+                      action_mask=jnp.asarray(dataset.action_mask[:n]))
+    other = jnp.asarray(dataset.obs[n:2 * n])
+    act = jax.jit(jax.vmap(lambda o: pol(jax.random.key(0), o, None, params)))
+    a = act(obs)
+    assert a.shape == (n, cfg.num_aps) and a.dtype == jnp.int32
+    assert bool(jnp.all(cql.q_at(obs.action_mask, a)))
+    for i in range(cfg.num_aps):
+        swapped = obs.replace(agents=obs.agents.at[:, 1 - i].set(other[:, 1 - i]),
+                              global_state=jnp.zeros_like(obs.global_state))
+        np.testing.assert_array_equal(act(swapped)[:, i], a[:, i])
+
+
+def test_ctde_cli_offers_qmix_without_running_it_by_default():
+    from experiments import ctde, runner
+
+    assert runner.LEARNERS["qmix"] == "QMIX-MARL-CQL"
+    parser = ctde.build_parser()
+    assert parser.parse_args([]).learners == ["ctde", "independent", "centralized", "bc"]
+    args = parser.parse_args(["--learners", "qmix", "--hidden", "16,16", "--env", "num_aps=2",
+                              "--env", "num_ues=4", "--env", "num_candidates=2"])
+    assert args.learners == ["qmix"]
+    lc = runner.resolve(args, "ctde").learner_config("qmix")
+    assert isinstance(lc, cql.CQLConfig) and lc.paradigm == "qmix" and lc.decomposed
+    assert lc.critic_net.hidden == (16, 16)

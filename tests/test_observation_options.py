@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxrrm import EnvConfig, EnvParams, baselines, data, env, radio
+from jaxrrm.algos.common import NetConfig
 from jaxrrm.units import dbm_to_w
 
 L10 = math.log10
@@ -198,3 +199,66 @@ def test_reward_greedy_by_hand():
     for lam, pick in ((1.0, 0), (0.8, 0), (0.4, 0), (0.3, 1), (0.0, 1)):
         a = np.asarray(pol(None, obs, st, params.replace(pf_lambda=lam)))
         assert a[0] == pick, (lam, a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replicated (decentralized) execution of a joint policy under obs_share="global"
+# ---------------------------------------------------------------------------------------------
+
+def test_each_ap_rebuilds_the_global_state_exactly():
+    for cfg in (CFG, CFG.replace(obs_clock=False), CFG.replace(obs_interference=False),
+                BASE.replace(obs_share="global", obs_clock=True)):
+        _, obs, _ = _states(cfg, n=16, seed=5)
+        table = env.global_state_index(cfg)
+        assert table.shape == (cfg.num_aps, cfg.state_dim)
+        for i in range(cfg.num_aps):
+            np.testing.assert_array_equal(np.asarray(obs.agents)[:, i][:, table[i]],
+                                          np.asarray(obs.global_state))
+    with pytest.raises(ValueError, match="obs_share='global'"):
+        env.global_state_index(CFG.replace(obs_share="local"))
+
+
+def test_replicated_policy_equals_the_joint_policy():
+    """A joint rule of the *global* state (AP i serves candidate (floor(100 |s|_1) + i) mod 2,
+    except the AP whose index is the slot's mod I, which is silent): no AP could follow it from
+    its own features alone; replicated at every AP it gives the joint rule's actions exactly, and
+    it never sees the simulator state."""
+    from jaxrrm.algos import bc
+
+    cfg = CFG
+
+    seen = []
+
+    def joint(key, obs, state, params):
+        seen.append(state)
+        h = jnp.floor(100.0 * jnp.sum(jnp.abs(obs.global_state))).astype(jnp.int32)
+        clock = obs.global_state[-cfg.num_aps:]
+        a = (h + jnp.arange(cfg.num_aps)) % 2
+        return jnp.where(clock > 0.5, cfg.idle_action, a).astype(jnp.int32)
+
+    params = EnvParams.create(cfg)
+    traj = env.rollout(jax.random.key(6), baselines.make("reward_greedy", cfg), params, cfg, 2,
+                       return_trajectory=True).trajectory
+    obs = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), traj["obs"])  # 40 slots
+    rep = env.replicated_policy(joint, cfg)
+    a_joint = jax.vmap(lambda o: joint(None, o, 0, params))(obs)
+    a_rep = jax.jit(jax.vmap(lambda o: rep(None, o, 0, params)))(obs)
+    np.testing.assert_array_equal(a_rep, a_joint)
+    assert seen[-1] is None  # the replicated calls get no simulator state
+    assert len({tuple(x) for x in np.asarray(a_joint).tolist()}) > 2
+    # the learners' option, checked where it is set
+    with pytest.raises(ValueError, match="replicated"):
+        bc.make_learner(cfg.replace(obs_share="local"),
+                        bc.BCConfig(paradigm="centralized", execution="replicated"))
+    with pytest.raises(ValueError, match="execution"):
+        bc.BCConfig(execution="replicated")
+    # an untrained centralized BC policy: replicated == joint on every state
+    net = NetConfig(hidden=(16,))
+    bj = bc.make_learner(cfg, bc.BCConfig(paradigm="centralized", net=net))
+    br = bc.make_learner(cfg, bc.BCConfig(paradigm="centralized", execution="replicated",
+                                          net=net))
+    state = bj.init(jax.random.key(0))
+    pj, pr = bj.policy(state), br.policy(state)
+    np.testing.assert_array_equal(
+        jax.vmap(lambda o: pj(None, o, None, params))(obs),
+        jax.jit(jax.vmap(lambda o: pr(None, o, None, params)))(obs))

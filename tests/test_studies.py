@@ -278,3 +278,42 @@ def test_lambda_trade_off_by_hand():
     assert t["steps"][1]["p5_rate"]["sign"] == 0
     per_seed["l2"]["sum_rate"] = per_seed["l1"]["sum_rate"] + 5.0
     assert not lambda_sweep.trade_off(per_seed, ["l0", "l1", "l2"])["same_direction"]
+
+
+def test_coordination(tmp_path):
+    from experiments import coordination
+
+    flags = ENV + SIZES + ["--expert-size", "300", "--areas", "500", "80",
+                           "--observations", "local", "full", "--epsilon", "0.3",
+                           "--learners", "bc_central", "bc", "qmix"]
+    _, s, _ = _run(coordination, tmp_path, flags)
+    labels = ["500 m / local / oracle data", "500 m / full / oracle data",
+              "500 m / full / oracle data eps=0.3", "80 m / local / oracle data",
+              "80 m / full / oracle data", "80 m / full / oracle data eps=0.3"]
+    assert list(s["coordination"]) == labels
+    # local observation: only the information test (C-BC, BC); eps data: only the CQL learner
+    m = s["methods"]
+    assert "500 m / local / oracle data / C-BC" in m and "500 m / local / oracle data / BC" in m
+    assert "500 m / local / oracle data / QMIX-MARL-CQL" not in m
+    assert "80 m / full / oracle data eps=0.3 / QMIX-MARL-CQL" in m
+    assert "80 m / full / oracle data eps=0.3 / BC" not in m
+    for label in labels:
+        vs = s["coordination"][label]
+        best = vs["best_heuristic"]
+        assert best in ("tdm", "full_reuse", "reward_greedy") and vs["oracle"] == "exhaustive"
+        scores = vs["scores"]
+        assert scores[best] == max(scores[n] for n in ("tdm", "full_reuse", "reward_greedy"))
+        for name, ex in vs["execution"].items():
+            assert ex == ("per AP" if name != "C-BC" else
+                          "replicated" if "/ full /" in label else "central"), (label, name)
+        for name, e in vs["methods"].items():
+            assert e["minus"]["mean"] == pytest.approx(scores[name] - scores[best], abs=1e-6)
+            if name != "exhaustive":
+                assert math.isfinite(e["headroom"]["mean"])
+    # the datasets are the oracle's (eps = 0 and eps = 0.3), one per (area, observation, eps)
+    assert {d["behaviour"] for d in s["datasets"].values()} == {"exhaustive"}
+    assert len(s["datasets"]) == 6
+    # the oracle's actions do not depend on what the agents observe: same rates in both
+    # observation kinds of one area
+    assert m["500 m / local / oracle data / exhaustive"]["score"] == \
+        m["500 m / full / oracle data / exhaustive"]["score"]

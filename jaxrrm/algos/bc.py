@@ -13,6 +13,16 @@ policies) are mapped to the idle action when ``allow_idle`` (as the environment 
 Execution is decentralized: each AP acts from its own observation (greedy = masked argmax, else
 a sample).
 
+``BCConfig(paradigm="centralized")`` is the centralized reference: one categorical policy
+``pi(a | s)`` over the ``A^I`` joint actions (base-``A`` code of
+:func:`jaxrrm.baselines.encode_joint_action`) from the global state ``s``, masked by the product
+of the per-AP masks (:func:`jaxrrm.algos.cql.joint_action_mask`)::
+
+    L = mean over rows b of  -log pi(encode(a_data[b]) | s[b])
+
+Cloned from the exhaustive oracle's data, it measures how much of the oracle's decision the
+global state carries (the oracle itself reads the true channel, not the observation).
+
 The API mirrors :mod:`jaxrrm.algos.cql`::
 
     learner = make_learner(env_cfg, BCConfig())
@@ -36,11 +46,17 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ..baselines import decode_joint_action, encode_joint_action
 from ..config import EnvConfig
 from ..data import Transitions
-from ..networks import masked_argmax, masked_entropy, masked_log_softmax, sample_masked
+from ..networks import MLP, masked_argmax, masked_entropy, masked_log_softmax, sample_masked
 from .common import NetConfig, is_num, require
-from .cql import CQL_NET, canonical_actions, q_at
+from ..env import replicated_policy
+from .cql import (CQL_NET, EXECUTIONS, MAX_JOINT_ACTIONS, canonical_actions, check_execution,
+                  joint_action_mask, q_at)
+
+
+PARADIGMS = ("decentralized", "centralized")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,18 +67,31 @@ class BCConfig:
       lr: Adam learning rate (> 0).
       max_grad_norm: global gradient-norm clip (> 0).
       net: the per-AP policy network (:class:`jaxrrm.algos.common.NetConfig`; separate
-        parameters per AP by default).
+        parameters per AP by default); for ``"centralized"`` the joint policy's MLP (its
+        ``shared`` / ``agent_id`` do not apply).
+      paradigm: ``"decentralized"`` (per-AP policies on their own observations) or
+        ``"centralized"`` (one joint-action policy on the global state).
+      execution: ``"joint"`` or, centralized only, ``"replicated"`` (each AP runs the joint
+        policy on the global state rebuilt from its own observation;
+        :attr:`jaxrrm.algos.cql.CQLConfig.execution`).
     """
 
     lr: float = 3e-4
     max_grad_norm: float = 10.0
     net: NetConfig = CQL_NET
+    paradigm: str = "decentralized"
+    execution: str = "joint"
 
     def __post_init__(self):
         for name in ("lr", "max_grad_norm"):
             v = getattr(self, name)
             require(is_num(v) and v > 0 and math.isfinite(v), name, "> 0 (finite)", v)
         require(isinstance(self.net, NetConfig), "net", "a NetConfig", self.net)
+        require(self.paradigm in PARADIGMS, "paradigm", f"one of {PARADIGMS}", self.paradigm)
+        require(self.execution in EXECUTIONS, "execution", f"one of {EXECUTIONS}",
+                self.execution)
+        require(self.execution == "joint" or self.paradigm == "centralized", "execution",
+                "'joint' unless paradigm='centralized'", self.execution)
 
     def replace(self, **kw) -> "BCConfig":
         return dataclasses.replace(self, **kw)
@@ -109,10 +138,46 @@ def masked_cross_entropy(logits, mask, actions, weight=None):
 
 @functools.lru_cache(maxsize=None)
 def make_learner(env_cfg: EnvConfig, cfg: BCConfig = BCConfig()) -> Learner:
-    """The BC learner for ``env_cfg`` (cached per configuration pair)."""
-    actor = cfg.net.agent_net(env_cfg, out_scale=0.01)
+    """The BC learner for ``env_cfg`` (cached per configuration pair).
+
+    Raises:
+      ValueError: ``"centralized"`` with more joint actions than
+        :data:`jaxrrm.algos.cql.MAX_JOINT_ACTIONS`.
+    """
+    central = cfg.paradigm == "centralized"
+    check_execution(env_cfg, cfg.execution)
     tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
-    example = jnp.zeros((env_cfg.num_aps, env_cfg.obs_dim), jnp.float32)
+    if central:
+        if env_cfg.num_joint_actions > MAX_JOINT_ACTIONS:
+            raise ValueError(
+                f"BCConfig(paradigm='centralized') needs num_actions**num_aps = "
+                f"{env_cfg.num_joint_actions} <= {MAX_JOINT_ACTIONS} joint actions")
+        net = cfg.net
+        actor = MLP(out=env_cfg.num_joint_actions, hidden=net.hidden, activation=net.activation,
+                    layer_norm=net.layer_norm, out_scale=0.01)
+        example = jnp.zeros((env_cfg.state_dim,), jnp.float32)
+
+        def inputs(obs, state, mask, actions):   # -> x, [.., 1, J] mask, [.., 1] joint action
+            joint = None if actions is None else encode_joint_action(
+                actions, env_cfg.num_actions)[..., None]
+            return state, joint_action_mask(mask, env_cfg)[..., None, :], joint
+
+        def apply(p, x):
+            return actor.apply(p, x)[..., None, :]
+
+        def to_env(a):
+            return decode_joint_action(a[..., 0], env_cfg.num_aps, env_cfg.num_actions)
+    else:
+        actor = cfg.net.agent_net(env_cfg, out_scale=0.01)
+        example = jnp.zeros((env_cfg.num_aps, env_cfg.obs_dim), jnp.float32)
+
+        def inputs(obs, state, mask, actions):
+            return obs, mask, actions
+
+        apply = actor.apply
+
+        def to_env(a):
+            return a
 
     def init(key) -> BCState:
         params = {"actor": actor.init(key, example)}
@@ -121,13 +186,14 @@ def make_learner(env_cfg: EnvConfig, cfg: BCConfig = BCConfig()) -> Learner:
 
     def loss(a_params, batch: Transitions):
         acts = canonical_actions(batch.actions, batch.action_mask, env_cfg)     # [B, I]
-        valid = q_at(batch.action_mask, acts)                                  # [B, I]
-        logits = actor.apply(a_params, batch.obs)                              # [B, I, A]
-        ce = masked_cross_entropy(logits, batch.action_mask, acts, valid)
-        logp = masked_log_softmax(logits, batch.action_mask)
-        hit = (masked_argmax(logits, batch.action_mask) == acts) & valid
+        x, mask, acts = inputs(batch.obs, batch.state, batch.action_mask, acts)
+        valid = q_at(mask, acts)                                               # [B, G]
+        logits = apply(a_params, x)                                            # [B, G, A]
+        ce = masked_cross_entropy(logits, mask, acts, valid)
+        logp = masked_log_softmax(logits, mask)
+        hit = (masked_argmax(logits, mask) == acts) & valid
         acc = jnp.sum(hit) / jnp.maximum(jnp.sum(valid), 1)
-        return ce, {"accuracy": acc, "entropy": jnp.mean(masked_entropy(logp, batch.action_mask))}
+        return ce, {"accuracy": acc, "entropy": jnp.mean(masked_entropy(logp, mask))}
 
     def update(state: BCState, batch: Transitions, key):
         del key
@@ -142,12 +208,12 @@ def make_learner(env_cfg: EnvConfig, cfg: BCConfig = BCConfig()) -> Learner:
         p = p["actor"] if isinstance(p, dict) and "actor" in p else p
 
         def pol(key, obs, env_state, env_params):
-            logits = actor.apply(p, obs.agents)
-            if greedy:
-                return masked_argmax(logits, obs.action_mask)
-            return sample_masked(key, logits, obs.action_mask)
+            x, mask, _ = inputs(obs.agents, obs.global_state, obs.action_mask, None)
+            logits = apply(p, x)
+            a = (masked_argmax(logits, mask) if greedy else sample_masked(key, logits, mask))
+            return to_env(a).astype(jnp.int32)
 
-        return pol
+        return replicated_policy(pol, env_cfg) if cfg.execution == "replicated" else pol
 
     return Learner(init=init, update=update, policy=make_policy, loss=loss, actor=actor,
                    env_cfg=env_cfg, config=cfg)

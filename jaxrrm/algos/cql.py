@@ -144,12 +144,15 @@ from flax import struct
 from ..baselines import decode_joint_action, encode_joint_action
 from ..config import EnvConfig
 from ..data import Transitions
+from ..env import replicated_policy
 from ..networks import (MLP, QMixer, ensemble_apply, ensemble_init, mask_logits, masked_argmax,
                         masked_entropy, masked_log_softmax, sample_masked)
 from .common import NetConfig, is_int, is_num, polyak, random_valid_actions, require
 from .sac import target_entropy
 
 PARADIGMS = ("centralized", "independent", "ctde", "qmix")
+#: How a centralized policy is executed (:attr:`CQLConfig.execution`).
+EXECUTIONS = ("joint", "replicated")
 BACKBONES = ("sac", "dqn")
 
 #: Default network of the offline learners: two hidden layers of 256 (ReLU), separate parameters
@@ -201,6 +204,11 @@ class CQLConfig:
         (>= 1; 32 as QMIX). Ignored by the other paradigms.
       mixer_hyper_hidden: ``qmix``: hidden width of the two-layer hypernetworks producing the
         mixing weights (>= 1; 64 as QMIX's ``hypernet_embed``). Ignored by the other paradigms.
+      execution: ``centralized`` only: ``"joint"`` (one controller reads the global state and
+        sends every AP its action) or ``"replicated"`` (decentralized execution: each AP rebuilds
+        the global state from its own observation and runs the same joint policy,
+        :func:`jaxrrm.env.replicated_policy`; needs ``EnvConfig.obs_share="global"``; same
+        actions bit for bit). The other paradigms execute per AP already; they accept "joint".
     """
 
     paradigm: str = "ctde"
@@ -224,9 +232,15 @@ class CQLConfig:
     max_joint_actions: int = MAX_JOINT_ACTIONS
     mixer_embed: int = 32
     mixer_hyper_hidden: int = 64
+    execution: str = "joint"
 
     def __post_init__(self):
         require(self.paradigm in PARADIGMS, "paradigm", f"one of {PARADIGMS}", self.paradigm)
+        require(self.execution in EXECUTIONS, "execution", f"one of {EXECUTIONS}",
+                self.execution)
+        require(self.execution == "joint" or self.paradigm == "centralized", "execution",
+                "'joint' unless paradigm='centralized' (the other paradigms act per AP)",
+                self.execution)
         require(self.backbone in BACKBONES, "backbone", f"one of {BACKBONES}", self.backbone)
         require(is_num(self.gamma) and 0.0 <= self.gamma < 1.0, "gamma", "[0, 1)", self.gamma)
         require(is_num(self.cql_alpha) and self.cql_alpha >= 0.0 and math.isfinite(self.cql_alpha),
@@ -269,8 +283,18 @@ class CQLConfig:
         return self.paradigm == "qmix"
 
 
+def check_execution(env_cfg: EnvConfig, execution: str) -> None:
+    """``execution="replicated"`` needs every AP to observe the global state."""
+    if execution == "replicated" and env_cfg.obs_share != "global":
+        raise ValueError("execution='replicated' needs EnvConfig.obs_share='global' (each AP "
+                         "rebuilds the global state from its own observation); got "
+                         f"obs_share={env_cfg.obs_share!r}")
+
+
 def check_env(env_cfg: EnvConfig, cfg: CQLConfig) -> None:
-    """Raise ``ValueError`` if ``cfg`` cannot run on ``env_cfg`` (centralized: joint actions)."""
+    """Raise ``ValueError`` if ``cfg`` cannot run on ``env_cfg`` (centralized: joint actions;
+    replicated execution: shared observations)."""
+    check_execution(env_cfg, cfg.execution)
     if cfg.paradigm == "centralized" and env_cfg.num_joint_actions > cfg.max_joint_actions:
         raise ValueError(
             f"paradigm='centralized' needs num_actions**num_aps = {env_cfg.num_actions}**"
@@ -747,7 +771,7 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
                     a = jnp.where(jax.random.uniform(k2, a.shape) < eps, rnd, a)
             return to_env_actions(a).astype(jnp.int32)
 
-        return pol
+        return replicated_policy(pol, env_cfg) if cfg.execution == "replicated" else pol
 
     return Learner(init=init, update=update, policy=make_policy, critic_loss=critic_loss,
                    actor_loss=actor_loss if sac else None, decisions=decisions,

@@ -1,0 +1,257 @@
+"""Study: how much of the exhaustive oracle's headroom over the best heuristic a learner can
+capture, from which information.
+
+    python -m experiments.coordination                       # area sides 500 m (default) and 80 m
+    python -m experiments.coordination --areas 500 --observations local clock full
+
+The exhaustive oracle (:func:`jaxrrm.baselines.make` ``"exhaustive"``) reads the true channel and
+picks, every slot, the joint action of largest instantaneous reward; the best heuristic is the
+non-oracle baseline of largest score in the same environment (``reward_greedy`` in the default
+geometry, ``tdm`` when the APs are close). For every environment (``--areas``) and observation
+kind (``--observations``, the :class:`~jaxrrm.EnvConfig` options of :data:`OBSERVATIONS`) the
+study rolls the oracle out as an **expert dataset** (``--expert-size`` transitions, ε = 0) and
+trains on it
+
+* with the paper's local observation: centralized BC from the global state (``C-BC``: does the
+  global state carry the information the oracle uses?) and per-AP BC;
+* with every other observation kind: the ``--learners`` (default C-BC, BC, CTDE-, QMIX- and
+  C-MARL-CQL). Where every AP observes the global state (``full``: ``obs_share="global"``) the
+  centralized learners are executed *replicated* (:func:`jaxrrm.env.replicated_policy`: each AP
+  runs the joint policy on the global state rebuilt from its own observation and executes its
+  component; the same actions as a central controller, with no action exchanged), so that every
+  learner there has decentralized execution;
+
+and, with ``--epsilon E > 0``, also on the oracle's data with ε-exploration (every AP's action
+uniformly random with probability E) for the CQL learners, which can improve on noisy data where
+cloning cannot.
+
+Every method is compared with the best heuristic of its environment on the same test episodes
+(paired per seed): score difference in Mbit/s and in %, and the **fraction of the headroom
+captured**, ``(score - best heuristic) / (oracle - best heuristic)`` per seed, mean ± 95% CI
+(:func:`jaxrrm.pipeline.headroom_fraction`). summary.json's ``"coordination"`` holds, per
+variant, the best heuristic, the oracle and every method's entry; the printed ceiling table
+is the same.
+
+Nothing is selected on the test episodes: learners are trained for the preset's updates and
+evaluated after the last one (learning curves on validation episodes are in
+learning_curves.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+#: Observation kinds: name -> EnvConfig options (see jaxrrm.env.observe for what each adds).
+OBSERVATIONS = {
+    "local": {},
+    "clock": {"obs_clock": True},
+    "interference": {"obs_interference": True},
+    "full": {"obs_interference": True, "obs_clock": True, "obs_share": "global"},
+}
+
+#: Learners trained on the local observation's expert data: the information test.
+LOCAL_LEARNERS = ("bc_central", "bc")
+
+#: CQL learners trained on the ε-exploration data.
+EPSILON_LEARNERS = ("ctde", "qmix", "centralized")
+
+AREAS = {"default": (500.0, 80.0), "paper": (500.0, 80.0), "quick": (500.0, 80.0)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from experiments.runner import STUDY_SEEDS, add_study_arguments
+
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.coordination",
+        description=(
+            "Ceilings of coordination: the exhaustive oracle's data as an expert dataset, "
+            "learners trained on it from the paper's local observation and from richer "
+            "observations (interference reports, slot clock, shared features), each compared "
+            "with the best heuristic of its environment on the same test episodes: paired "
+            "score difference and fraction of the oracle's headroom captured, mean ± 95%% CI "
+            f"over seeds (default {STUDY_SEEDS} seeds)."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_study_arguments(p, learners=("bc_central", "bc", "ctde", "qmix", "centralized"),
+                        learner_choices=("bc_central", "bc", "ctde", "qmix", "centralized",
+                                         "independent"),
+                        omit=("behaviour", "dataset_size"))
+    p.add_argument("--areas", nargs="+", type=_positive, default=None, metavar="SIDE_M",
+                   help="area sides in m (the 2 x 2 AP grid spacing is side / 2); default "
+                        f"{' '.join(f'{a:g}' for a in AREAS['default'])}")
+    p.add_argument("--observations", nargs="+", choices=list(OBSERVATIONS),
+                   default=["local", "full"],
+                   help="observation kinds: " + "; ".join(
+                       f"{k} = {v or 'the paper'}" for k, v in OBSERVATIONS.items()))
+    p.add_argument("--expert-size", type=_positive_int, default=None,
+                   help="transitions of the oracle's dataset (default: the preset's dataset "
+                        "size)")
+    p.add_argument("--epsilon", type=_unit, default=0.2,
+                   help="also train the CQL learners on oracle data with this ε-exploration "
+                        "(0: skip)")
+    return p
+
+
+def _positive(text: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    from experiments.common import positive_int
+
+    return positive_int(text)
+
+
+def _unit(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return v
+
+
+def variants_of(args, run_):
+    """The study's variants: per area, the expert data under each observation kind and, with
+    ``--epsilon``, the ε-exploration data under the richest requested kind."""
+    from experiments import common, runner
+
+    areas = args.areas or AREAS[run_.preset]
+    size = args.expert_size or run_.spec.size
+    learners = list(args.learners)
+    out = []
+    for area in areas:
+        try:
+            params = run_.params.replace(area_side_m=area)
+        except ValueError as e:
+            raise common.CliError(f"--areas {area:g}: {e}") from None
+        for obs in args.observations:
+            try:
+                cfg = run_.cfg.replace(**OBSERVATIONS[obs])
+                spec = run_.spec.replace(behaviour="exhaustive", size=size, train_steps=0,
+                                         epsilon=0.0)
+            except ValueError as e:
+                raise common.CliError(f"{obs}: {e}") from None
+            lrn = [n for n in learners if n in LOCAL_LEARNERS] if obs == "local" else learners
+            if lrn:
+                out.append(runner.Variant(label=f"{area:g} m / {obs} / oracle data",
+                                          value=f"{area:g} m / {obs}", cfg=cfg, params=params,
+                                          spec=spec, learners=lrn,
+                                          learner_overrides=_execution(cfg)))
+        rich = [o for o in args.observations if o != "local"]
+        eps_learners = [n for n in learners if n in EPSILON_LEARNERS]
+        if args.epsilon > 0 and rich and eps_learners:
+            obs = rich[-1]
+            cfg = run_.cfg.replace(**OBSERVATIONS[obs])
+            out.append(runner.Variant(
+                label=f"{area:g} m / {obs} / oracle data eps={args.epsilon:g}",
+                value=f"{area:g} m / {obs} / eps", cfg=cfg, params=params,
+                spec=run_.spec.replace(behaviour="exhaustive", size=size, train_steps=0,
+                                       epsilon=args.epsilon),
+                learners=eps_learners, learner_overrides=_execution(cfg)))
+    return out
+
+
+def _execution(cfg) -> dict:
+    """Centralized learners execute replicated at every AP when every AP observes the global
+    state (``obs_share="global"``): decentralized execution with the same actions."""
+    return {"execution": "replicated"} if cfg.obs_share == "global" else {}
+
+
+def execution_of(label: str, method: str, variants) -> str:
+    """How ``method`` of variant ``label`` is executed: ``"per AP"``, ``"replicated"`` (a joint
+    policy run at every AP on its own observation) or ``"central"`` (a controller)."""
+    from experiments.runner import CENTRALIZED_LEARNERS, LEARNERS
+
+    central = {LEARNERS[n] for n in CENTRALIZED_LEARNERS}
+    if method not in central:
+        return "per AP"
+    v = next(v for v in variants if v.label == label)
+    return "replicated" if v.learner_overrides.get("execution") == "replicated" else "central"
+
+
+def ceilings(results, variants) -> dict:
+    """Per variant: every method against its environment's best heuristic and oracle
+    (:func:`jaxrrm.pipeline.versus_best_heuristic` on the variant's methods), with each
+    learner's execution (:func:`execution_of`)."""
+    from experiments.runner import LEARNERS
+    from jaxrrm import pipeline
+
+    out = {}
+    for v in variants:
+        prefix = f"{v.label} / "
+        per_seed = {k[len(prefix):]: r.per_seed for k, r in results.items()
+                    if k.startswith(prefix)}
+        vs = pipeline.versus_best_heuristic(per_seed)
+        if vs is not None:
+            vs["scores"] = {n: float(m["score"].mean()) for n, m in per_seed.items()}
+            vs["execution"] = {n: execution_of(v.label, n, variants) for n in vs["methods"]
+                               if n in set(LEARNERS.values())}
+        out[v.label] = vs
+    return out
+
+
+def print_ceilings(table: dict) -> None:
+    from experiments.runner import LEARNERS
+
+    learner_names = set(LEARNERS.values())
+    print("\nceilings: score, paired difference to the best heuristic, fraction of the "
+          "oracle's headroom (mean ± 95% CI over seeds)")
+    for label, vs in table.items():
+        if vs is None:
+            continue
+        best, scores = vs["best_heuristic"], vs["scores"]
+        print(f"{label}: best heuristic {best} {scores[best]:.1f}, oracle "
+              f"{scores.get('exhaustive', float('nan')):.1f}")
+        for name, e in vs["methods"].items():
+            if name not in learner_names:
+                continue
+            pc, h = e["percent"], e.get("headroom")
+            line = (f"  {name:14s} ({vs['execution'][name]:10s}) {scores[name]:7.1f}  "
+                    f"{pc['mean']:+6.2f} ± {pc['ci95']:.2f}%")
+            if h is not None:
+                line += f"  headroom {h['mean']:+.3f} ± {h['ci95']:.3f}"
+            print(line)
+
+
+def run(args):
+    from experiments import runner
+
+    run_ = runner.resolve(args, "coordination")  # first: it may set XLA flags for --quick
+    variants = variants_of(args, run_)
+    if not variants:
+        from experiments.common import CliError
+
+        raise CliError("nothing to run: the learners and observations select no variant")
+    baselines = list(dict.fromkeys(list(args.baselines) + ["reward_greedy", "exhaustive"]))
+
+    def analyse(results, summary, rows):
+        return {"coordination": ceilings(results, variants)}
+
+    path, extra = runner.run_study(args, run_, variants, learners=args.learners,
+                                   baselines=baselines, sweep_key="sweep",
+                                   value_name="variant", analyse=analyse,
+                                   extra_config={"observations": {
+                                       o: OBSERVATIONS[o] for o in args.observations},
+                                       "epsilon": args.epsilon})
+    print_ceilings(extra["coordination"])
+    return path
+
+
+def main(argv=None) -> int:
+    from experiments.common import cli_main
+
+    return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
