@@ -54,12 +54,13 @@ OBSERVATIONS = {
 LOCAL_LEARNERS = ("bc_central", "bc")
 
 #: CQL learners trained on the ε-exploration data.
-EPSILON_LEARNERS = ("ctde", "qmix", "centralized")
+EPSILON_LEARNERS = ("ctde", "qmix", "centralized", "independent")
 
 AREAS = {"default": (500.0, 80.0), "paper": (500.0, 80.0), "quick": (500.0, 80.0)}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from experiments.common import number_in, positive_int
     from experiments.runner import STUDY_SEEDS, add_study_arguments
 
     p = argparse.ArgumentParser(
@@ -76,48 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
                         learner_choices=("bc_central", "bc", "ctde", "qmix", "centralized",
                                          "independent"),
                         omit=("behaviour", "dataset_size"))
-    p.add_argument("--areas", nargs="+", type=_positive, default=None, metavar="SIDE_M",
+    p.add_argument("--areas", nargs="+", type=number_in(0.0, low_open=True), default=None,
+                   metavar="SIDE_M",
                    help="area sides in m (the 2 x 2 AP grid spacing is side / 2); default "
                         f"{' '.join(f'{a:g}' for a in AREAS['default'])}")
     p.add_argument("--observations", nargs="+", choices=list(OBSERVATIONS),
                    default=["local", "full"],
                    help="observation kinds: " + "; ".join(
                        f"{k} = {v or 'the paper'}" for k, v in OBSERVATIONS.items()))
-    p.add_argument("--expert-size", type=_positive_int, default=None,
+    p.add_argument("--expert-size", type=positive_int, default=None,
                    help="transitions of the oracle's dataset (default: the preset's dataset "
                         "size)")
-    p.add_argument("--epsilon", type=_unit, default=0.2,
+    p.add_argument("--epsilon", type=number_in(0.0, 1.0), default=0.2,
                    help="also train the CQL learners on oracle data with this ε-exploration "
                         "(0: skip)")
     return p
-
-
-def _positive(text: str) -> float:
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    from experiments.common import positive_int
-
-    return positive_int(text)
-
-
-def _unit(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return v
 
 
 def variants_of(args, run_):

@@ -107,7 +107,7 @@ def test_interference_features_give_the_sinr_of_any_silence_set():
     rng = np.random.default_rng(0)
     checked = 0
     for e in range(16):
-        gain = env.channel_gain(jax.tree.map(lambda x: x[e], st))
+        gain = env.channel_gain(jax.tree.map(lambda x, e=e: x[e], st))
         cand = np.asarray(st.candidates[e])
         for i in range(i_n):
             for c in range(n):
@@ -173,7 +173,7 @@ def test_datasets_carry_the_option_shapes():
     assert ds.obs.shape == (100, CFG.num_aps, CFG.obs_dim)
     assert ds.state.shape == (100, CFG.state_dim)
     data.check_shapes(ds, CFG)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="Transitions.obs"):
         data.check_shapes(ds, CFG.replace(obs_clock=False))
 
 
