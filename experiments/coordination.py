@@ -21,9 +21,9 @@ trains on it
   component; the same actions as a central controller, with no action exchanged), so that every
   learner there has decentralized execution;
 
-and, with ``--epsilon E > 0``, also on the oracle's data with ε-exploration (every AP's action
-uniformly random with probability E) for the CQL learners, which can improve on noisy data where
-cloning cannot.
+and, for every ``--epsilons E > 0``, on the oracle's data with ε-exploration (every AP's action
+uniformly random with probability E): the CQL learners, which can improve on noisy data where
+cloning cannot, and C-BC to compare with.
 
 Every method is compared with the best heuristic of its environment on the same test episodes
 (paired per seed): score difference in Mbit/s and in %, and the **fraction of the headroom
@@ -53,8 +53,8 @@ OBSERVATIONS = {
 #: Learners trained on the local observation's expert data: the information test.
 LOCAL_LEARNERS = ("bc_central", "bc")
 
-#: CQL learners trained on the ε-exploration data.
-EPSILON_LEARNERS = ("ctde", "qmix", "centralized", "independent")
+#: Learners trained on the ε-exploration data (the CQL learners, and C-BC to compare with).
+EPSILON_LEARNERS = ("ctde", "qmix", "centralized", "independent", "bc_central")
 
 AREAS = {"default": (500.0, 80.0), "paper": (500.0, 80.0), "quick": (500.0, 80.0)}
 
@@ -88,15 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expert-size", type=positive_int, default=None,
                    help="transitions of the oracle's dataset (default: the preset's dataset "
                         "size)")
-    p.add_argument("--epsilon", type=number_in(0.0, 1.0), default=0.2,
-                   help="also train the CQL learners on oracle data with this ε-exploration "
-                        "(0: skip)")
+    p.add_argument("--epsilons", nargs="+", type=number_in(0.0, 1.0), default=[0.0, 0.2],
+                   help="ε-exploration of the oracle's datasets: ε = 0 trains every learner "
+                        "(only C-BC and BC on the local observation); ε > 0 the CQL learners "
+                        f"and C-BC ({', '.join(EPSILON_LEARNERS)}) on the richer observations")
     return p
 
 
 def variants_of(args, run_):
-    """The study's variants: per area, the expert data under each observation kind and, with
-    ``--epsilon``, the ε-exploration data under the richest requested kind."""
+    """The study's variants: per area, observation kind and ε of ``--epsilons``, the oracle's
+    data with the learners that train on it (see the module docstring)."""
     from experiments import common, runner
 
     areas = args.areas or AREAS[run_.preset]
@@ -109,29 +110,26 @@ def variants_of(args, run_):
         except ValueError as e:
             raise common.CliError(f"--areas {area:g}: {e}") from None
         for obs in args.observations:
-            try:
-                cfg = run_.cfg.replace(**OBSERVATIONS[obs])
-                spec = run_.spec.replace(behaviour="exhaustive", size=size, train_steps=0,
-                                         epsilon=0.0)
-            except ValueError as e:
-                raise common.CliError(f"{obs}: {e}") from None
-            lrn = [n for n in learners if n in LOCAL_LEARNERS] if obs == "local" else learners
-            if lrn:
-                out.append(runner.Variant(label=f"{area:g} m / {obs} / oracle data",
-                                          value=f"{area:g} m / {obs}", cfg=cfg, params=params,
-                                          spec=spec, learners=lrn,
-                                          learner_overrides=_execution(cfg)))
-        rich = [o for o in args.observations if o != "local"]
-        eps_learners = [n for n in learners if n in EPSILON_LEARNERS]
-        if args.epsilon > 0 and rich and eps_learners:
-            obs = rich[-1]
             cfg = run_.cfg.replace(**OBSERVATIONS[obs])
-            out.append(runner.Variant(
-                label=f"{area:g} m / {obs} / oracle data eps={args.epsilon:g}",
-                value=f"{area:g} m / {obs} / eps", cfg=cfg, params=params,
-                spec=run_.spec.replace(behaviour="exhaustive", size=size, train_steps=0,
-                                       epsilon=args.epsilon),
-                learners=eps_learners, learner_overrides=_execution(cfg)))
+            for eps in args.epsilons:
+                if obs == "local":
+                    lrn = [n for n in learners if n in LOCAL_LEARNERS] if eps == 0 else []
+                else:
+                    lrn = learners if eps == 0 else [n for n in learners
+                                                     if n in EPSILON_LEARNERS]
+                if not lrn:
+                    continue
+                try:
+                    spec = run_.spec.replace(behaviour="exhaustive", size=size, train_steps=0,
+                                             epsilon=eps)
+                except ValueError as e:
+                    raise common.CliError(f"{obs}: {e}") from None
+                tag = "oracle data" if eps == 0 else f"oracle data eps={eps:g}"
+                out.append(runner.Variant(label=f"{area:g} m / {obs} / {tag}",
+                                          value=f"{area:g} m / {obs}" + (
+                                              "" if eps == 0 else f" / eps={eps:g}"),
+                                          cfg=cfg, params=params, spec=spec, learners=lrn,
+                                          learner_overrides=_execution(cfg)))
     return out
 
 
@@ -216,7 +214,7 @@ def run(args):
                                    value_name="variant", analyse=analyse,
                                    extra_config={"observations": {
                                        o: OBSERVATIONS[o] for o in args.observations},
-                                       "epsilon": args.epsilon})
+                                       "epsilons": list(args.epsilons)})
     print_ceilings(extra["coordination"])
     return path
 

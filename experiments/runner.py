@@ -74,7 +74,7 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     ``omit`` leaves out flags of :data:`OMITTABLE` (their defaults are set instead: the learners
     then default to ``learners``); ``learner_choices`` restricts ``--learners``; ``seeds`` is
     the default of ``--seeds``."""
-    from experiments.common import add_env_argument, positive_int
+    from experiments.common import add_env_argument, number_in, positive_int
     from jaxrrm import pipeline
 
     unknown = set(omit) - set(OMITTABLE)
@@ -125,6 +125,11 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     if "cql_alpha" not in omit:
         g.add_argument("--cql-alpha", type=_nonneg_float, default=1.0,
                        help="weight of the CQL penalty (0 = plain offline SAC)")
+    g.add_argument("--backbone", choices=("sac", "dqn"), default="sac",
+                   help="backbone of the CQL learners: discrete SAC (twin critics, actor, "
+                        "temperature) or DQN (one Q network, double-DQN target, greedy policy)")
+    g.add_argument("--gamma", type=number_in(0.0, 0.999999), default=0.9,
+                   help="discount of the CQL learners' TD target")
     add_env_argument(p)
     from jaxrrm import distributed
 
@@ -180,6 +185,8 @@ class Run:
     data_dir: Path
     rebuild: bool
     behaviour_train_steps: int = 0   # sac/dqn: transitions of the online training (0: size)
+    backbone: str = "sac"            # backbone of the CQL learners
+    gamma: float = 0.9               # discount of the CQL learners
     mesh: object = None   # jaxrrm.distributed mesh (None: one device, the default)
 
     def dataset_spec(self, behaviour: Optional[str] = None, size: Optional[int] = None):
@@ -225,6 +232,8 @@ class Run:
                 return bc.BCConfig(net=net, paradigm="centralized" if name == "bc_central"
                                    else "decentralized", **overrides)
             overrides.setdefault("cql_alpha", self.cql_alpha)
+            overrides.setdefault("backbone", self.backbone)
+            overrides.setdefault("gamma", self.gamma)
             return cql.CQLConfig(paradigm=name, critic_net=net, actor_net=net, **overrides)
         except ValueError as e:
             raise common.CliError(f"invalid learner setting: {e}") from None
@@ -236,7 +245,8 @@ class Run:
                 "seed": self.seed, "dataset": dataclasses.asdict(self.spec),
                 "hidden": list(self.hidden), "updates": self.updates,
                 "batch_size": self.batch_size, "chunk_size": self.chunk_size,
-                "cql_alpha": self.cql_alpha, "env_config": data.config_to_json(self.cfg),
+                "cql_alpha": self.cql_alpha, "backbone": self.backbone, "gamma": self.gamma,
+                "env_config": data.config_to_json(self.cfg),
                 "env_params": data.params_to_json(self.params)}
 
 
@@ -284,7 +294,8 @@ def resolve(args, name: str, **env_defaults) -> Run:
                batch_size=args.batch_size or preset.batch_size, chunk_size=preset.chunk_size,
                eval_every_chunks=preset.eval_every_chunks, cql_alpha=args.cql_alpha,
                seed=args.seed, progress=not args.no_progress and distributed.is_writer(), data_dir=args.data_dir,
-               rebuild=args.rebuild_dataset, behaviour_train_steps=steps, mesh=mesh)
+               rebuild=args.rebuild_dataset, behaviour_train_steps=steps, mesh=mesh,
+               backbone=args.backbone, gamma=args.gamma)
 
 
 def dataset(run: Run, spec=None, cfg=None, params=None):

@@ -289,7 +289,7 @@ def test_coordination(tmp_path):
     from experiments import coordination
 
     flags = ENV + SIZES + ["--expert-size", "300", "--areas", "500", "80",
-                           "--observations", "local", "full", "--epsilon", "0.3",
+                           "--observations", "local", "full", "--epsilons", "0", "0.3",
                            "--learners", "bc_central", "bc", "qmix"]
     _, s, _ = _run(coordination, tmp_path, flags)
     labels = ["500 m / local / oracle data", "500 m / full / oracle data",
