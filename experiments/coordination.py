@@ -173,7 +173,7 @@ def ceilings(results, variants) -> dict:
 
 
 def print_ceilings(table: dict) -> None:
-    from experiments.runner import LEARNERS
+    from experiments.runner import LEARNERS, fmt_headroom
 
     learner_names = set(LEARNERS.values())
     print("\nceilings: score, paired difference to the best heuristic, fraction of the "
@@ -191,7 +191,7 @@ def print_ceilings(table: dict) -> None:
             line = (f"  {name:14s} ({vs['execution'][name]:10s}) {scores[name]:7.1f}  "
                     f"{pc['mean']:+6.2f} ± {pc['ci95']:.2f}%")
             if h is not None:
-                line += f"  headroom {h['mean']:+.3f} ± {h['ci95']:.3f}"
+                line += "  headroom " + fmt_headroom(h)
             print(line)
 
 

@@ -415,6 +415,13 @@ def print_table(run: Run, summary: dict, results: Dict[str, object], path: Path)
     print(f"\nwritten to {path}")
 
 
+def fmt_headroom(h: dict) -> str:
+    """A headroom fraction (:func:`jaxrrm.pipeline.headroom_fraction`) as text."""
+    if h["mean"] is None:
+        return f"undefined (oracle not above the heuristic on {h['undefined_seeds']} seeds)"
+    return f"{h['mean']:+.3f} ± {h['ci95']:.3f}"
+
+
 def print_versus(versus: Optional[dict]) -> None:
     """Print :func:`jaxrrm.pipeline.versus_best_heuristic`'s paired differences and headroom."""
     if not versus:
@@ -428,7 +435,7 @@ def print_versus(versus: Optional[dict]) -> None:
         line = (f"  {name}: {d['mean']:+.2f} ± {d['ci95']:.2f} Mbit/s "
                 f"({pc['mean']:+.2f} ± {pc['ci95']:.2f}%)")
         if "headroom" in e:
-            line += f", headroom {e['headroom']['mean']:+.3f} ± {e['headroom']['ci95']:.3f}"
+            line += ", headroom " + fmt_headroom(e["headroom"])
         print(line)
 
 

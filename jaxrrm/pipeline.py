@@ -525,8 +525,15 @@ def headroom_fraction(score: np.ndarray, heuristic: np.ndarray, oracle: np.ndarr
     with ``x`` the method's, ``h`` the best heuristic's and ``o`` the oracle's score on seed
     ``s`` (same test episodes); mean and Student-t 95% CI of ``f`` over seeds. 0 is the best
     heuristic, 1 the (myopic) oracle.
+
+    The fraction is only defined where the oracle is above the heuristic: if ``o_s <= h_s`` on
+    any seed (a tiny or odd scenario where the myopic oracle does not lead), mean and CI are
+    ``None`` and ``"undefined_seeds"`` counts those seeds, instead of a ratio whose sign flips.
     """
     x, h, o = (np.asarray(v, np.float64) for v in (score, heuristic, oracle))
+    bad = int(np.sum(~(o > h)))
+    if bad:
+        return {"mean": None, "ci95": None, "undefined_seeds": bad}
     f = (x - h) / (o - h)
     mean, ci = evaluate.metrics.mean_ci95(f)
     return {"mean": float(mean), "ci95": float(ci)}

@@ -477,6 +477,13 @@ def test_ctde_learns_bandit_and_stays_conservative():
 # Behaviour cloning
 # ------------------------------------------------------------------------------------------
 
+def _fit(learner, data, key, steps, batch_size=64):
+    """``steps`` updates of ``learner`` on minibatches of ``data`` in one scanned, jitted run."""
+    def body(s, k):
+        return learner.update(s, sample(k, data, batch_size), k)
+    return jax.jit(lambda k: jax.lax.scan(body, learner.init(k), jax.random.split(k, steps)))(key)
+
+
 def test_bc_cross_entropy_by_hand_and_learns():
     # Uniform logits: 3 valid actions -> CE = log 3 = 1.098612; mask [T, F, T] -> log 2 = 0.693147.
     logits = jnp.zeros((2, A))
@@ -497,13 +504,7 @@ def test_bc_cross_entropy_by_hand_and_learns():
                                            jnp.full((256,), 2, jnp.int32)], -1),
                         action_mask=data.action_mask.at[:, 0, 0].set(True))
 
-    @jax.jit
-    def train(key):
-        def body(s, k):
-            return learner.update(s, sample(k, data, 64), k)
-        return jax.lax.scan(body, learner.init(key), jax.random.split(key, 150))
-
-    state, metrics = train(jax.random.key(29))
+    state, metrics = _fit(learner, data, jax.random.key(29), 150)
     assert float(metrics["loss"][-1]) < 0.1 * float(metrics["loss"][0])
     assert float(metrics["accuracy"][-1]) == 1.0
     obs = Observation(agents=data.obs, global_state=data.state, action_mask=data.action_mask)
@@ -529,13 +530,7 @@ def test_centralized_bc_learns_a_coordinated_joint_action():
     np.testing.assert_array_equal(encode_joint_action(acts, A), jnp.where(pick, 2, 6))
     assert bool(jnp.all(jmask[jnp.arange(256), jnp.where(pick, 2, 6)]))
 
-    @jax.jit
-    def train(key):
-        def body(s, k):
-            return learner.update(s, sample(k, data, 64), k)
-        return jax.lax.scan(body, learner.init(key), jax.random.split(key, 300))
-
-    state, metrics = train(jax.random.key(32))
+    state, metrics = _fit(learner, data, jax.random.key(32), 300)
     assert float(metrics["loss"][-1]) < 0.2 * float(metrics["loss"][0])
     assert float(metrics["accuracy"][-1]) > 0.95
     obs = Observation(agents=data.obs, global_state=data.state, action_mask=data.action_mask)

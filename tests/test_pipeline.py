@@ -136,3 +136,7 @@ def test_versus_best_heuristic_by_hand():
     per_seed["reward_greedy"]["score"] = np.array([9.0, 10.0])
     assert pipeline.best_heuristic(per_seed) == "reward_greedy"
     assert pipeline.versus_best_heuristic({"learner": per_seed["learner"]}) is None
+    # the oracle below the heuristic on one seed: the fraction is undefined, not a flipped ratio
+    h = pipeline.headroom_fraction(np.array([10.0, 12.0]), np.array([8.0, 13.0]),
+                                   np.array([12.0, 12.5]))
+    assert h == {"mean": None, "ci95": None, "undefined_seeds": 1}
