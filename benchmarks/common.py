@@ -3,7 +3,6 @@ and the atomic JSON write."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import time
@@ -26,12 +25,11 @@ def write_json(result: dict, out: Path | None, name: str) -> Path:
     """Write ``result`` atomically to ``out`` (default ``results/<name>-<timestamp>.json``)."""
     if out is None:
         out = RESULTS_DIR / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    from jaxrrm import files
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    tmp.replace(out)
-    return out
+    return files.write_json(out, result)
 
 
 def time_calls(fn, min_seconds: float, warmup: bool = False, min_calls: int = 1):

@@ -18,7 +18,6 @@ atomically and an existing one is never replaced without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,8 @@ def _behaviours():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.common import add_env_argument, positive_int
+    from experiments.common import add_env_argument, number_in, positive_int, seed_int
+    from jaxrrm.config import MAX_SEED
 
     names = _behaviours()
     p = argparse.ArgumentParser(
@@ -43,26 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"behaviour policy, one of: {', '.join(names)}")
     p.add_argument("--size", type=positive_int, required=True,
                    help="number of transitions (time steps of the game)")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the collection")
-    p.add_argument("--epsilon", type=float, default=0.0,
-                   help="per-AP probability of a uniformly random valid action (exploration)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help=f"PRNG seed of the collection, an integer in [0, {MAX_SEED}]")
+    p.add_argument("--epsilon", type=number_in(0.0, 1.0), default=None,
+                   help="per-AP probability of a uniformly random valid action (exploration; "
+                        "default 0; online learners: only with --source policy)")
     p.add_argument("--out", type=Path, required=True, help="dataset directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     online = p.add_argument_group("online learners (sac, dqn)")
     online.add_argument("--train-steps", type=positive_int, default=None,
                         help="transitions of online training (default: max(--size, 256000), "
                              "rounded up to whole chunks)")
-    online.add_argument("--source", choices=("stream", "policy"), default="stream",
+    online.add_argument("--source", choices=("stream", "policy"), default=None,
                         help="'stream': a slice of the transitions the training run produced; "
                              "'policy': rollouts of the finished policy (greedy, or with "
-                             "--epsilon exploration)")
-    online.add_argument("--stream-start", type=float, default=None,
+                             "--epsilon exploration); default: stream")
+    online.add_argument("--stream-start", type=number_in(0.0, 1.0), default=None,
                         help="where in the training run the slice starts, as a fraction of it "
                              "(default: the last --size transitions)")
-    online.add_argument("--eval-every", type=int, default=10,
-                        help="evaluate the greedy policy every this many chunks (learning curve)")
-    online.add_argument("--eval-episodes", type=positive_int, default=64,
-                        help="episodes per evaluation seed (4 seeds)")
+    online.add_argument("--eval-every", type=positive_int, default=None,
+                        help="evaluate the greedy policy every this many chunks (learning "
+                             "curve; default 10)")
+    online.add_argument("--eval-episodes", type=positive_int, default=None,
+                        help="episodes per evaluation seed (4 seeds; default 64)")
     add_env_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -76,13 +79,29 @@ def run(args) -> Path:
     if args.behaviour not in names:
         raise common.CliError(f"unknown behaviour {args.behaviour!r}: allowed are "
                               f"{', '.join(names)}")
-    if not 0.0 <= args.epsilon <= 1.0:
-        raise common.CliError(f"--epsilon={args.epsilon} is invalid: allowed range is [0, 1]")
-    if args.out.exists() and not args.overwrite:
-        raise common.CliError(f"dataset {args.out} already exists: choose another --out or pass "
-                              "--overwrite")
+    online_flags = {"--train-steps": args.train_steps, "--source": args.source,
+                    "--stream-start": args.stream_start, "--eval-every": args.eval_every,
+                    "--eval-episodes": args.eval_episodes}
+    online = args.behaviour not in data.BEHAVIOURS
+    if not online:
+        given = [k for k, v in online_flags.items() if v is not None]
+        if given:
+            raise common.CliError(f"{', '.join(given)}: only for the online learners "
+                                  f"({', '.join(n for n in names if n not in data.BEHAVIOURS)}),"
+                                  f" not for --behaviour {args.behaviour}")
+    else:
+        if args.source == "policy" and args.stream_start is not None:
+            raise common.CliError("--stream-start picks a slice of the training stream: not "
+                                  "with --source policy")
+        if args.source != "policy" and args.epsilon is not None:
+            raise common.CliError("--epsilon explores while rolling out the finished policy: "
+                                  "only with --source policy (the stream is the training run's "
+                                  "own transitions)")
+    args.epsilon = 0.0 if args.epsilon is None else args.epsilon
+    common.check_output_path(args.out, args.overwrite, marker=data.META_FILE,
+                             what="a dataset directory")
     cfg, params = common.make_env(args.env)
-    if args.behaviour not in data.BEHAVIOURS:
+    if online:
         return _collect_online(args, cfg, params)
 
     bar = common.progress(None, f"collecting {args.behaviour}", total=args.size,
@@ -122,8 +141,8 @@ def _collect_online(args, cfg, params) -> Path:
     try:
         spec = pipeline.DatasetSpec(
             behaviour=args.behaviour, size=args.size, seed=args.seed,
-            train_steps=args.train_steps or max(args.size, 256_000), source=args.source,
-            stream_start=args.stream_start, epsilon=args.epsilon)
+            train_steps=args.train_steps or max(args.size, 256_000),
+            source=args.source or "stream", stream_start=args.stream_start, epsilon=args.epsilon)
     except ValueError as e:
         raise common.CliError(str(e)) from None
     bar = common.progress(None, f"training {args.behaviour}", total=None,
@@ -138,8 +157,8 @@ def _collect_online(args, cfg, params) -> Path:
     t0 = time.perf_counter()
     try:
         dataset, meta, _ = pipeline.build_dataset(spec, cfg, params, progress,
-                                                  eval_every=args.eval_every,
-                                                  eval_episodes=args.eval_episodes)
+                                                  eval_every=args.eval_every or 10,
+                                                  eval_episodes=args.eval_episodes or 64)
     except ValueError as e:
         raise common.CliError(f"{e} (--size {args.size}: raise --train-steps or use --source "
                               "policy)") from None
@@ -169,4 +188,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

@@ -9,7 +9,6 @@ import argparse
 import csv
 import dataclasses
 import datetime as _dt
-import json
 import os
 import platform
 import shutil
@@ -38,6 +37,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    """An argparse type: a PRNG seed, an integer in ``[0, MAX_SEED]``
+    (:data:`jaxrrm.config.MAX_SEED`; larger ones would wrap around in ``jax.random.key``)."""
+    from jaxrrm.config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {MAX_SEED}], got "
+                                         f"{text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {MAX_SEED}], got {value}")
+    return value
+
+
 def parse_env_overrides(items):
     """Split ``FIELD=VALUE`` strings into EnvConfig and EnvParams keyword arguments."""
     from jaxrrm import EnvConfig, EnvParams
@@ -49,6 +63,8 @@ def parse_env_overrides(items):
         if "=" not in item:
             raise CliError(f"--env expects FIELD=VALUE, got {item!r}")
         key, text = item.split("=", 1)
+        if key in cfg_kw or key in par_kw:
+            raise CliError(f"--env {key} is given twice: give each field once")
         if key in cfg_fields:
             default = cfg_fields[key].default
             if isinstance(default, bool):
@@ -96,10 +112,27 @@ def make_env(items, **cfg_defaults):
 
 
 def cli_main(build_parser, run, argv=None, interrupted: str = "interrupted") -> int:
-    """Parse ``argv`` and ``run(args)``: user errors print one line and exit 2 (no traceback);
+    """Parse ``argv`` and ``run(args)``: user errors (a flag argparse refuses, or a
+    :class:`CliError`) print one line and return 2 (no traceback);
     Ctrl-C exits 130 with ``interrupted`` (outputs are written atomically, so nothing is half
-    written)."""
-    args = build_parser().parse_args(argv)
+    written). While the run cleans up after the first Ctrl-C (temporary directories removed),
+    further Ctrl-Cs are ignored, so the cleanup is not cut short."""
+    import signal
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:   # argparse printed its one-line error (2) or --help (0)
+        return e.code if isinstance(e.code, int) else 2
+    previous = None
+
+    def on_sigint(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # one interrupt: the cleanup runs whole
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:   # not the main thread: keep Python's default handler
+        previous = None
     try:
         run(args)
     except CliError as e:
@@ -108,7 +141,26 @@ def cli_main(build_parser, run, argv=None, interrupted: str = "interrupted") -> 
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return 0
+
+
+def exit_process(code: int) -> None:
+    """End a CLI process with ``code``. After Ctrl-C (130) the process ends at once with
+    ``os._exit`` once the output streams are flushed: the run has already removed what it had
+    half written, and skipping interpreter finalization avoids tearing down JAX / XLA objects
+    while XLA's worker threads may still run an interrupted computation (which ended in a
+    ``free(): corrupted unsorted chunks`` abort instead of exit 130)."""
+    if code == 130:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # pragma: no cover - a closed stream
+                pass
+        os._exit(130)
+    sys.exit(code)
 
 
 def machine_info() -> dict:
@@ -148,51 +200,102 @@ def default_out_dir(experiment: str) -> Path:
     return Path("results") / experiment / stamp
 
 
+#: The marker file every output directory of the project carries (see :class:`OutputDir`):
+#: ``--overwrite`` replaces only a directory that has it.
+RESULTS_MARKER = ".jaxrrm-results.json"
+
+
+def check_output_path(path: Path, overwrite: bool, flag: str = "--out",
+                      marker: str = RESULTS_MARKER, what: str = "a jaxrrm results directory"
+                      ) -> None:
+    """Refuse (CliError, one line naming ``flag``) an output path that cannot be written or must
+    not be replaced, before any work starts: an existing path without ``overwrite``; with
+    ``overwrite``, anything but a directory that holds ``marker`` (written by this project) or
+    an empty directory; a parent that is not a directory or cannot be written."""
+    path = Path(path)
+    if os.path.lexists(path):
+        if not overwrite:
+            raise CliError(f"{flag} {path} already exists: choose another {flag} or pass "
+                           "--overwrite")
+        if path.is_symlink() or not path.is_dir():
+            raise CliError(f"{flag} {path} exists and is not a directory: refusing to replace "
+                           "it")
+        if not (path / marker).is_file() and any(path.iterdir()):
+            raise CliError(f"{flag} {path} is not {what} (it has no {marker}): refusing to "
+                           "replace it with --overwrite; remove it yourself or choose another "
+                           f"{flag}")
+    check_writable_dir(path.parent, flag, path)
+
+
+def check_writable_dir(directory: Path, flag: str, path: Optional[Path] = None) -> None:
+    """Make ``directory`` (and its parents) if needed and write and remove a temporary file
+    there: CliError naming ``flag`` and ``path`` (default ``directory``) when that fails (a
+    file in the way, no permission, a read-only file system), so a run finds out before its
+    work, not when it writes."""
+    directory, path = Path(directory), Path(path if path is not None else directory)
+    probe = directory
+    while not os.path.lexists(probe):
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CliError(f"{flag} {path}: {probe} is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise CliError(f"{flag} {path}: cannot write in {directory} ({e.strerror or e})") \
+            from None
+
+
 class OutputDir:
     """An output directory written atomically: files go to a hidden temporary sibling, which is
-    renamed to the final path by :meth:`commit`. An existing final path is refused up front."""
+    renamed to the final path by :meth:`commit`. The path is checked when the object is made,
+    before any work (:func:`check_output_path`): an existing path is refused, and with
+    ``overwrite`` only a directory that carries :data:`RESULTS_MARKER` (every directory this
+    class writes has one) or an empty one is replaced, atomically
+    (:func:`jaxrrm.files.replace_dir`)."""
 
-    def __init__(self, path: Path, overwrite: bool = False):
+    def __init__(self, path: Path, overwrite: bool = False, flag: str = "--out"):
         import jax
 
         # In a multi-process run (jaxrrm.distributed) only process 0 writes shared outputs; the
         # others write into a temporary directory that commit() discards.
         self.writer = jax.process_index() == 0
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise CliError(f"output directory {self.path} already exists: choose another --out "
-                           "or pass --overwrite")
+        self.flag = flag
         self.overwrite = overwrite
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        check_output_path(self.path, overwrite, flag)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-",
+                                             dir=self.path.parent))
+        except OSError as e:
+            raise CliError(f"{flag} {self.path}: cannot write there ({e.strerror})") from None
+        self.write_json(RESULTS_MARKER, {"schema_version": SCHEMA_VERSION, "writer": "jaxrrm",
+                                         "created_utc": _dt.datetime.now(
+                                             _dt.timezone.utc).isoformat(timespec="seconds")})
 
     def file(self, name: str) -> Path:
         return self.tmp / name
 
     def write_json(self, name: str, obj) -> None:
-        with open(self.tmp / name, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
+        """Strict JSON (:func:`jaxrrm.files.to_json`: NaN / inf as null)."""
+        from jaxrrm import files
+
+        files.write_json(self.tmp / name, obj)
 
     def commit(self) -> Path:
         if not self.writer:
             self.abort()
             return self.path
-        if self.path.exists() and self.overwrite:
-            shutil.rmtree(self.path)
-        os.replace(self.tmp, self.path)
+        from jaxrrm import files
+
+        check_output_path(self.path, self.overwrite, self.flag)  # nothing changed meanwhile
+        files.replace_dir(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 def fmt_ci(stat: dict, digits: int = 2) -> str:

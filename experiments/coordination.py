@@ -40,7 +40,6 @@ learning_curves.json).
 from __future__ import annotations
 
 import argparse
-import sys
 
 #: Observation kinds: name -> EnvConfig options (see jaxrrm.env.observe for what each adds).
 OBSERVATIONS = {
@@ -99,6 +98,7 @@ def variants_of(args, run_):
     """The study's variants: per area, observation kind and ε of ``--epsilons``, the oracle's
     data with the learners that train on it (see the module docstring)."""
     from experiments import common, runner
+    from jaxrrm.config import check_feasible
 
     areas = args.areas or AREAS[run_.preset]
     size = args.expert_size or run_.spec.size
@@ -107,6 +107,7 @@ def variants_of(args, run_):
     for area in areas:
         try:
             params = run_.params.replace(area_side_m=area)
+            check_feasible(params, run_.cfg)
         except ValueError as e:
             raise common.CliError(f"--areas {area:g}: {e}") from None
         for obs in args.observations:
@@ -226,4 +227,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

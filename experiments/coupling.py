@@ -22,7 +22,6 @@ zero (``null``: CTDE never falls behind in the sweep).
 from __future__ import annotations
 
 import argparse
-import sys
 
 PARAMETERS = {
     # name: ({preset: values in order of increasing coupling}, axis label). Three values by
@@ -74,6 +73,7 @@ def _finite(text: str) -> float:
 
 def run(args):
     from experiments import common, runner
+    from jaxrrm.config import check_feasible
 
     run_ = runner.resolve(args, "coupling")  # first: it may set XLA flags for --quick
     if not {"ctde", "centralized"} <= set(args.learners):
@@ -85,6 +85,7 @@ def run(args):
     for v in values:
         try:
             params = run_.params.replace(**{args.parameter: v})
+            check_feasible(params, run_.cfg)
         except ValueError as e:
             raise common.CliError(f"--values {v:g}: {e}") from None
         variants.append(runner.Variant(label=f"{args.parameter}={v:g}", value=v, cfg=run_.cfg,
@@ -130,4 +131,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

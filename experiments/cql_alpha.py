@@ -16,7 +16,6 @@ score against α (mean ± 95% CI over seeds), the baselines as horizontal bands.
 from __future__ import annotations
 
 import argparse
-import sys
 
 #: Default α values per preset.
 ALPHAS = {"default": (0.0, 0.1, 0.5, 1.0, 2.0, 5.0), "paper": (0.0, 0.1, 0.5, 1.0, 2.0, 5.0),
@@ -93,4 +92,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

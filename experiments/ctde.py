@@ -24,7 +24,6 @@ keys than the test episodes; nothing is selected on the test episodes.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -97,4 +96,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

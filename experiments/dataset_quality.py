@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 BEHAVIOURS = {"default": ("sac", "dqn", "random_walk"), "paper": ("sac", "dqn", "random_walk"),
               "quick": ("sac", "dqn", "random_walk")}
@@ -114,4 +113,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

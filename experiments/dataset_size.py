@@ -22,7 +22,6 @@ to the largest, and ``saturates_at``: the smallest size from which on no size is
 from __future__ import annotations
 
 import argparse
-import sys
 
 SIZES = {"default": (10_000, 20_000, 40_000, 80_000, 160_000),
          "paper": (10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 640_000),
@@ -108,4 +107,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

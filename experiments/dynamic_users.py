@@ -25,7 +25,6 @@ that environment (``minus_best_heuristic``: the non-oracle baseline of largest s
 from __future__ import annotations
 
 import argparse
-import sys
 
 SPEEDS = {"default": (1.0, 10.0, 30.0), "paper": (1.0, 3.0, 10.0, 30.0), "quick": (10.0,)}
 
@@ -54,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args):
     from experiments import common, runner
+    from jaxrrm.config import check_feasible
 
     run_ = runner.resolve(args, "dynamic_users")  # first: it may set XLA flags for --quick
 
@@ -68,8 +68,10 @@ def run(args):
     envs = {"static": (run_.cfg, run_.params, None)}
     for v in speeds:
         try:
-            envs[f"mobile {v:g} m/s"] = (run_.cfg.replace(mobility=True),
-                                         run_.params.replace(ue_speed_mps=v), v)
+            mobile_cfg, mobile_params = (run_.cfg.replace(mobility=True),
+                                         run_.params.replace(ue_speed_mps=v))
+            check_feasible(mobile_params, mobile_cfg)
+            envs[f"mobile {v:g} m/s"] = (mobile_cfg, mobile_params, v)
         except ValueError as e:
             raise common.CliError(f"--speeds {v:g}: {e}") from None
     test_envs = {name: (c, p) for name, (c, p, _) in envs.items()}
@@ -156,4 +158,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

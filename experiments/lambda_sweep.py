@@ -23,7 +23,6 @@ neighbouring λ's and whether sum rate falls and 5%-rate rises monotonically).
 from __future__ import annotations
 
 import argparse
-import sys
 
 LAMBDAS = {"default": (0.5, 0.6, 0.7, 0.8, 0.9), "paper": (0.5, 0.6, 0.7, 0.8, 0.9),
            "quick": (0.5, 0.9)}
@@ -135,4 +134,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

@@ -26,7 +26,6 @@ seeds) — a high return bought with a poor tail.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from jaxrrm.config import REWARDS
 
@@ -212,4 +211,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.common import exit_process
+
+    exit_process(main())

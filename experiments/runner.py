@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -74,8 +75,9 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     ``omit`` leaves out flags of :data:`OMITTABLE` (their defaults are set instead: the learners
     then default to ``learners``); ``learner_choices`` restricts ``--learners``; ``seeds`` is
     the default of ``--seeds``."""
-    from experiments.common import add_env_argument, number_in, positive_int
+    from experiments.common import add_env_argument, number_in, positive_int, seed_int
     from jaxrrm import pipeline
+    from jaxrrm.config import MAX_SEED
 
     unknown = set(omit) - set(OMITTABLE)
     if unknown:
@@ -83,16 +85,19 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     p.set_defaults(**{k: (list(learners) if k == "learners" else
                           behaviour if k == "behaviour" else v)
                       for k, v in OMITTABLE.items() if k in omit})
-    p.add_argument("--seeds", type=positive_int, default=seeds,
+    p.set_defaults(default_seeds=seeds)
+    p.add_argument("--seeds", type=positive_int, default=None,
                    help="independent seeds: each trains every learner once (vmapped) and "
-                        "evaluates every method on its own test episodes")
+                        f"evaluates every method on its own test episodes (default: {seeds}; "
+                        f"--quick: {PRESETS['quick'].seeds})")
     p.add_argument("--preset", choices=("default", "paper"), default="default",
                    help="'default' finishes on a 2-core laptop CPU; 'paper' is the full-size "
                         "study meant for a GPU (sizes below override it)")
     q = PRESETS["quick"]
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run of every stage: {q.seeds} seeds, {q.episodes} test episodes "
-                        f"of {q.horizon} slots, {q.dataset_size} transitions, {q.updates} updates")
+                        f"of {q.horizon} slots, {q.dataset_size} transitions, {q.updates} updates "
+                        "(sizes given as flags apply over it; not with --preset paper)")
     p.add_argument("--episodes", type=positive_int, default=None,
                    help="test episodes per seed (default: the preset's: "
                         f"{PRESETS['default'].episodes} / {PRESETS['paper'].episodes})")
@@ -134,7 +139,8 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     from jaxrrm import distributed
 
     distributed.add_arguments(p)
-    p.add_argument("--seed", type=int, default=0, help="base PRNG seed of the run")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help=f"base PRNG seed of the run, an integer in [0, {MAX_SEED}]")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: results/<experiment>/<timestamp>); must not "
                         "exist")
@@ -192,7 +198,6 @@ class Run:
     def dataset_spec(self, behaviour: Optional[str] = None, size: Optional[int] = None):
         """This run's :class:`~jaxrrm.pipeline.DatasetSpec` with another behaviour and/or size
         (online behaviours train for ``max(behaviour_train_steps, size)`` transitions)."""
-        from jaxrrm import pipeline
 
         behaviour = behaviour or self.spec.behaviour
         size = size or self.spec.size
@@ -265,7 +270,11 @@ def resolve(args, name: str, **env_defaults) -> Run:
     """Flags over the preset (``--quick`` over both) -> :class:`Run` (CliError on bad values).
     Call it before any JAX computation (see :func:`fast_compile_for_quick`)."""
     from jaxrrm import pipeline
+    from jaxrrm.config import MAX_SEED
 
+    if args.quick and args.preset != "default":
+        raise common.CliError(f"--quick and --preset {args.preset} exclude each other: --quick "
+                              "is its own preset")
     fast_compile_for_quick(args)
     from jaxrrm import distributed
 
@@ -275,27 +284,45 @@ def resolve(args, name: str, **env_defaults) -> Run:
         raise common.CliError(f"devices: {e}") from None
 
     preset = PRESETS["quick" if args.quick else args.preset]
-    seeds = preset.seeds or args.seeds
+    seeds = args.seeds or preset.seeds or args.default_seeds
+    if args.seed + seeds - 1 > MAX_SEED:
+        raise common.CliError(f"--seed {args.seed} with --seeds {seeds}: the run's seeds "
+                              f"--seed .. --seed + --seeds - 1 must stay <= {MAX_SEED}")
+    if args.out is not None:
+        common.check_output_path(args.out, args.overwrite)
+    check_data_dir(args.data_dir)
     if preset.horizon is not None:
         env_defaults.setdefault("horizon", preset.horizon)
     cfg, params = common.make_env(args.env, **env_defaults)
     size = args.dataset_size or preset.dataset_size
+    online = args.behaviour in pipeline.ONLINE_LEARNERS
+    if args.behaviour_train_steps is not None and not online:
+        raise common.CliError(f"--behaviour-train-steps applies to the online behaviours "
+                              f"({', '.join(pipeline.ONLINE_LEARNERS)}), not to "
+                              f"--behaviour {args.behaviour}")
     steps = args.behaviour_train_steps or preset.behaviour_train_steps
     try:
         spec = pipeline.DatasetSpec(behaviour=args.behaviour, size=size, seed=args.seed,
-                                    train_steps=max(steps, size) if args.behaviour in (
-                                        "sac", "dqn") else 0)
+                                    train_steps=max(steps, size) if online else 0)
     except ValueError as e:
         raise common.CliError(f"invalid dataset setting: {e}") from None
     return Run(name=name, preset="quick" if args.quick else args.preset, seeds=seeds,
-               episodes=preset.episodes if args.quick else (args.episodes or preset.episodes),
-               cfg=cfg, params=params, spec=spec, hidden=args.hidden or preset.hidden,
-               updates=preset.updates if args.quick else (args.updates or preset.updates),
+               episodes=args.episodes or preset.episodes, cfg=cfg, params=params, spec=spec,
+               hidden=args.hidden or preset.hidden, updates=args.updates or preset.updates,
                batch_size=args.batch_size or preset.batch_size, chunk_size=preset.chunk_size,
                eval_every_chunks=preset.eval_every_chunks, cql_alpha=args.cql_alpha,
-               seed=args.seed, progress=not args.no_progress and distributed.is_writer(), data_dir=args.data_dir,
-               rebuild=args.rebuild_dataset, behaviour_train_steps=steps, mesh=mesh,
-               backbone=args.backbone, gamma=args.gamma)
+               seed=args.seed, progress=not args.no_progress and distributed.is_writer(),
+               data_dir=args.data_dir, rebuild=args.rebuild_dataset,
+               behaviour_train_steps=steps, mesh=mesh, backbone=args.backbone, gamma=args.gamma)
+
+
+def check_data_dir(path: Path) -> None:
+    """Refuse (CliError) a ``--data-dir`` that is not a directory or cannot be written (the
+    cache writes new datasets there), before any work."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise common.CliError(f"--data-dir {path} exists and is not a directory")
+    common.check_writable_dir(path, "--data-dir")
 
 
 def dataset(run: Run, spec=None, cfg=None, params=None):

@@ -34,6 +34,19 @@ OBS_SHARES = ("local", "global")
 #: centralized learner and the exhaustive oracle can hold for the configured number of APs.
 MAX_JOINT_ACTIONS = 2**31 - 1
 
+#: Largest seed an integer seed may be (``jax.random.key`` takes the seed modulo 2**32, so larger
+#: ones would silently alias smaller ones; the project derives further seeds by adding offsets
+#: below 2**31 to a seed, which stay below 2**32 from here).
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(seed, field: str = "seed") -> int:
+    """``seed`` as an int if it is an integer in ``[0, MAX_SEED]``, else ``ValueError`` naming
+    ``field``."""
+    _require(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+             and 0 <= seed <= MAX_SEED, field, f"an integer in [0, {MAX_SEED}]", seed)
+    return int(seed)
+
 
 def _require(cond: bool, field: str, allowed: str, value) -> None:
     if not cond:
@@ -121,6 +134,10 @@ class EnvConfig:
         _require(self.obs_share in OBS_SHARES, "obs_share", f"one of {OBS_SHARES}",
                  self.obs_share)
         if self.ap_positions_m is not None:
+            _require(all(isinstance(c, (int, float, np.integer, np.floating))
+                         and not isinstance(c, (bool, np.bool_))
+                         for p in self.ap_positions_m for c in p), "ap_positions_m",
+                     "pairs of real numbers (x, y) in metres", self.ap_positions_m)
             pos = tuple(tuple(float(c) for c in p) for p in self.ap_positions_m)
             _require(len(pos) == self.num_aps and all(len(p) == 2 for p in pos),
                      "ap_positions_m", f"{self.num_aps} pairs (x, y) in metres", self.ap_positions_m)
@@ -185,41 +202,58 @@ _SHADOWING_DEFAULTS = {
 }
 
 
-def _concrete(v):
-    """A NumPy view of ``v`` if it holds a known value, else None (tracers, abstract values)."""
-    if isinstance(v, bool):
+def _concrete(v, name: str):
+    """A float64 NumPy view of ``v`` if it holds a known value; None for tracers, abstract
+    values and the non-array leaves JAX's tree utilities put in a pytree (``None``, shapes,
+    sentinels). A value of a physical field that is a string, a bool or complex (Python or NumPy
+    scalar, or an array of such a dtype) is a ``ValueError`` naming ``name``."""
+    if isinstance(v, (str, bytes, bool, complex, np.bool_)):
+        raise ValueError(f"EnvParams.{name}={v!r} is invalid: a real number or an array of "
+                         f"real numbers is required, got {type(v).__name__}")
+    if isinstance(v, (jax.core.Tracer, jax.ShapeDtypeStruct)) or not isinstance(
+            v, (int, float, np.ndarray, np.generic, jax.Array)):
         return None
-    if isinstance(v, (int, float, np.ndarray, np.generic)):
+    if np.dtype(v.dtype if hasattr(v, "dtype") else type(v)).kind not in "iuf":
+        raise ValueError(f"EnvParams.{name}={v!r} is invalid: a real number or an array of "
+                         f"real numbers is required, got dtype {np.dtype(v.dtype)}")
+    try:
         return np.asarray(v, dtype=np.float64)
-    if isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer):
-        try:
-            return np.asarray(v, dtype=np.float64)
-        except Exception:  # pragma: no cover - non-addressable arrays
-            return None
-    return None
+    except Exception:  # pragma: no cover - non-addressable arrays
+        return None
 
 
-# field -> (predicate on a float64 array, description of the allowed range)
+# field -> (predicate on a float64 array, description of the allowed range). Bounds beyond the
+# physical meaning of a field keep every quantity of the model finite in float32: a rollout of
+# every baseline over the corners of these ranges is checked finite (tests/test_faults_inputs.py);
+# 400 dBm of transmit power (1e37 W) or -500 dBm/Hz of noise would overflow it.
 _PARAM_RANGES = {
-    "area_side_m": (lambda x: x > 0, "> 0 m"),
-    "ap_height_m": (lambda x: x > 0, "> 0 m"),
-    "ue_height_m": (lambda x: x > 0, "> 0 m"),
-    "min_distance_m": (lambda x: x > 0, "> 0 m"),
-    "carrier_hz": (lambda x: x > 0, "> 0 Hz"),
-    "bandwidth_hz": (lambda x: x > 0, "> 0 Hz"),
-    "tx_power_dbm": (np.isfinite, "finite dBm"),
-    "noise_psd_dbm_hz": (np.isfinite, "finite dBm/Hz"),
-    "noise_figure_db": (lambda x: x >= 0, ">= 0 dB"),
-    "shadowing_std_los_db": (lambda x: x >= 0, ">= 0 dB"),
-    "shadowing_std_nlos_db": (lambda x: x >= 0, ">= 0 dB"),
-    "pathloss_exponent": (lambda x: x > 0, "> 0"),
-    "ue_speed_mps": (lambda x: x >= 0, ">= 0 m/s"),
-    "slot_s": (lambda x: x > 0, "> 0 s"),
+    "area_side_m": (lambda x: (x > 0) & (x <= 1e6), "(0, 1e6] m"),
+    "ap_height_m": (lambda x: (x > 0) & (x <= 1e4), "(0, 1e4] m"),
+    "ue_height_m": (lambda x: (x > 0) & (x <= 1e4), "(0, 1e4] m"),
+    "min_distance_m": (lambda x: (x > 0) & (x <= 1e6), "(0, 1e6] m"),
+    "carrier_hz": (lambda x: (x >= 1e6) & (x <= 1e12), "[1e6, 1e12] Hz"),
+    "bandwidth_hz": (lambda x: (x >= 1.0) & (x <= 1e12), "[1, 1e12] Hz"),
+    "tx_power_dbm": (lambda x: (x >= -100) & (x <= 100), "[-100, 100] dBm"),
+    "noise_psd_dbm_hz": (lambda x: (x >= -250) & (x <= -100), "[-250, -100] dBm/Hz"),
+    "noise_figure_db": (lambda x: (x >= 0) & (x <= 50), "[0, 50] dB"),
+    "shadowing_std_los_db": (lambda x: (x >= 0) & (x <= 30), "[0, 30] dB"),
+    "shadowing_std_nlos_db": (lambda x: (x >= 0) & (x <= 30), "[0, 30] dB"),
+    "pathloss_exponent": (lambda x: (x > 0) & (x <= 10), "(0, 10]"),
+    "ue_speed_mps": (lambda x: (x >= 0) & (x <= 1e4), "[0, 1e4] m/s"),
+    "slot_s": (lambda x: (x >= 1e-9) & (x <= 1e3), "[1e-9, 1e3] s"),
     "pf_beta": (lambda x: (x > 0) & (x <= 1), "(0, 1]"),
     "pf_lambda": (lambda x: (x >= 0) & (x <= 1), "[0, 1]"),
-    "score_mu": (lambda x: x >= 0, ">= 0"),
-    "min_avg_rate_mbps": (lambda x: x > 0, "> 0 Mbit/s"),
+    "score_mu": (lambda x: (x >= 0) & (x <= 1e6), "[0, 1e6]"),
+    "min_avg_rate_mbps": (lambda x: (x >= 1e-30) & (x <= 1e6), "[1e-30, 1e6] Mbit/s"),
 }
+
+#: Fields of :class:`EnvParams` that may hold one value per AP (``[I]``); all others are scalars
+#: (per parameter set: a batch for ``vmap`` adds leading axes).
+PER_AP_FIELDS = ("tx_power_dbm",)
+
+#: A UE drop may fall back to an approximate position (see :func:`jaxrrm.topology.drop_ues`)
+#: with at most this probability per UE; geometries where it would be likelier are refused.
+MAX_DROP_FALLBACK = 1e-6
 
 
 @struct.dataclass
@@ -277,10 +311,15 @@ class EnvParams:
         relies on it. Traced leaves (inside ``jit``/``vmap``) are skipped. Returns ``self``.
         """
         for name, (pred, allowed) in _PARAM_RANGES.items():
-            x = _concrete(getattr(self, name))
+            x = _concrete(getattr(self, name), name)
             if x is None:
                 continue
-            ok = np.all(np.isfinite(x)) and np.all(pred(x))
+            ok = np.isfinite(x) & pred(x)
+            if np.dtype(getattr(getattr(self, name), "dtype", np.float64)) == np.float32:
+                # a bound as float32 rounds it (1e-9 -> 9.99999972e-10): one ulp of slack
+                ulp = 2.0 ** -23
+                ok |= np.isfinite(x) & (pred(x * (1 + ulp)) | pred(x * (1 - ulp)))
+            ok = bool(np.all(ok))
             if not ok:
                 raise ValueError(
                     f"EnvParams.{name}={getattr(self, name)!r} is invalid: allowed range is "
@@ -322,7 +361,87 @@ class EnvParams:
         if unknown:
             raise ValueError(f"unknown EnvParams field(s): {sorted(unknown)}")
         kw.update(overrides)
-        return cls(**kw)
+        params = cls(**kw)
+        check_feasible(params, cfg)
+        return params
+
+    def check_shapes(self, cfg: EnvConfig) -> "EnvParams":
+        """Check that one parameter set fits ``cfg``: every field a scalar, except
+        :data:`PER_AP_FIELDS`, which may be ``[num_aps]``; ``ValueError`` naming the field
+        otherwise. Shapes are static, so this works on tracers too: :func:`jaxrrm.env.reset`
+        calls it on the (per-episode, unbatched) parameters it gets. Returns ``self``."""
+        for f in dataclasses.fields(self):
+            shape = tuple(np.shape(getattr(self, f.name)))
+            per_ap = f.name in PER_AP_FIELDS
+            if shape not in ([(), (cfg.num_aps,)] if per_ap else [()]):
+                raise ValueError(
+                    f"EnvParams.{f.name} has shape {shape}: allowed is "
+                    + (f"a scalar or one value per AP, ({cfg.num_aps},)" if per_ap
+                       else "a scalar")
+                    + " (batch parameter sets with jax.vmap over EnvParams.in_axes)")
+        return self
+
+
+def _drop_fallback_probability(area_side_m: float, min_distance_m: float, cfg: EnvConfig
+                               ) -> Tuple[float, float]:
+    """``(f, f ** cfg.min_drop_tries)``: the fraction ``f`` of the area closer than
+    ``min_distance_m`` to an AP (one rejected try of the UE drop) and the probability that all
+    tries of one UE fail. For fixed or grid AP positions ``f`` is measured on a 256 x 256 grid
+    of points; for a random layout it is the bound ``min(1, I pi d^2 / L^2)`` (discs inside the
+    area, not overlapping)."""
+    if cfg.ap_positions_m is None and cfg.ap_layout == "random":
+        f = min(1.0, cfg.num_aps * math.pi * min_distance_m ** 2 / area_side_m ** 2)
+    else:
+        if cfg.ap_positions_m is not None:
+            aps = np.asarray(cfg.ap_positions_m, np.float64)
+        else:
+            cols = math.ceil(math.sqrt(cfg.num_aps))
+            rows = math.ceil(cfg.num_aps / cols)
+            idx = np.arange(cfg.num_aps)
+            aps = np.stack([(idx % cols + 0.5) / cols, (idx // cols + 0.5) / rows],
+                           axis=-1) * area_side_m
+        g = (np.arange(256) + 0.5) / 256 * area_side_m
+        pts = np.stack(np.meshgrid(g, g), axis=-1).reshape(-1, 1, 2)
+        d = np.sqrt(((pts - aps[None]) ** 2).sum(-1)).min(-1)
+        f = float(np.mean(d < min_distance_m))
+    return f, f ** cfg.min_drop_tries
+
+
+def check_feasible(params: EnvParams, cfg: EnvConfig) -> None:
+    """Refuse (``ValueError``) parameters that cannot meet their own constraints in ``cfg``:
+
+    * a geometry where the minimum-distance UE drop would fall back to an approximate position
+      with probability above :data:`MAX_DROP_FALLBACK` per UE (the area too small for
+      ``min_distance_m`` around the APs): lower ``min_distance_m``, enlarge the area or raise
+      ``EnvConfig.min_drop_tries``;
+    * with mobility, a step per slot ``ue_speed_mps * slot_s`` not smaller than the area side
+      (the reflection at the borders assumes at most one crossing per slot).
+
+    Called by :meth:`EnvParams.create`. Batched fields are checked at their worst values
+    (smallest area, largest distance and step); traced fields are skipped.
+    """
+    names = ("area_side_m", "min_distance_m", "ue_speed_mps", "slot_s")
+    vals = {n: _concrete(getattr(params, n), n) for n in names}
+    if any(v is None for v in vals.values()):
+        return
+    area = float(np.min(vals["area_side_m"]))
+    dmin = float(np.max(vals["min_distance_m"]))
+    f, p_fail = _drop_fallback_probability(area, dmin, cfg)
+    if p_fail > MAX_DROP_FALLBACK:
+        layout = cfg.ap_layout if cfg.ap_positions_m is None else "fixed"
+        raise ValueError(
+            f"EnvParams.min_distance_m={dmin:g} is infeasible with area_side_m={area:g} and "
+            f"{cfg.num_aps} APs ({layout} layout): {100 * f:.1f}% of the area is closer than "
+            f"that to an AP, so a UE drop fails all its {cfg.min_drop_tries} tries with "
+            f"probability {p_fail:.2g} > {MAX_DROP_FALLBACK:g}; lower min_distance_m, enlarge "
+            "the area or raise EnvConfig.min_drop_tries")
+    speed = float(np.max(vals["ue_speed_mps"]))
+    step = float(np.max(vals["ue_speed_mps"] * vals["slot_s"]))
+    if cfg.mobility and step >= area:
+        raise ValueError(
+            f"EnvParams.ue_speed_mps={speed:g} is infeasible with mobility and slot_s="
+            f"{float(np.max(vals['slot_s'])):g}: a UE moves {step:g} m per slot, not less than "
+            f"area_side_m={area:g} (lower the speed or slot_s)")
 
 
 def default_config() -> EnvConfig:

@@ -47,11 +47,16 @@ On disk (:func:`save` / :func:`load`), a dataset is a directory::
 
     NAME/
       meta.json            schema version, jaxrrm version, EnvConfig, EnvParams, behaviour, seeds,
-                           n, per-field file/shape/dtype/SHA-256, creation time, fingerprint
+                           n, per-field file/shape/dtype/SHA-256, creation time, fingerprint,
+                           meta_sha256 (the SHA-256 of meta.json's own entries)
       obs.npy ... t.npy    one NumPy .npy file per field above (no pickles)
 
 written atomically (a temporary sibling directory, fsynced, then renamed), and checked on load;
 every problem found on load raises :class:`DatasetError` naming the file and what is wrong.
+Matching checksums do not make a dataset sound (a buggy writer computes them too), so the values
+are checked as well, by :func:`check_content` (finite floats, actions in range and allowed by
+their masks, every AP with a valid action, slot and episode indices): :func:`save` refuses to
+write a dataset that fails it, :func:`load` (with ``verify``) to return one.
 """
 
 from __future__ import annotations
@@ -73,11 +78,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .config import EnvConfig, EnvParams
+from . import files
+from .config import EnvConfig, EnvParams, check_seed
 from .env import Observation, Policy, rollout
 
 #: Version of the on-disk layout written by :func:`save`; :func:`load` refuses any other.
-SCHEMA_VERSION = 1
+#: 2: ``meta.json`` carries ``meta_sha256``, the checksum of its own content (schema 1 did not).
+SCHEMA_VERSION = 2
 
 #: Name of the metadata file inside a dataset directory.
 META_FILE = "meta.json"
@@ -91,9 +98,11 @@ BEHAVIOURS = ("random_walk", "random", "full_reuse", "tdm", "max_sinr", "exhaust
 
 
 class DatasetError(Exception):
-    """A dataset on disk is missing, incomplete, corrupt, of another schema or of another config.
+    """A dataset is missing, incomplete, corrupt, of another schema or of another config, or
+    holds values the environment cannot produce (:func:`check_content`).
 
-    The message names the file (or directory) and what is wrong with it.
+    The message names the file (or directory) and the entry, or the field and index, and what is
+    wrong with it.
     """
 
 
@@ -163,6 +172,119 @@ def field_specs(cfg: EnvConfig, n: int) -> Dict[str, Tuple[Tuple[int, ...], np.d
     }
     assert tuple(specs) == FIELDS
     return specs
+
+
+#: Rows per chunk of :func:`check_content` (bounds its host memory on memory-mapped or device
+#: datasets: one chunk of every field at a time).
+CHECK_CHUNK_ROWS = 1 << 16
+
+_FINITE_FIELDS = ("obs", "state", "reward", "next_obs", "next_state", "rates_mbps")
+_INT_FIELDS = ("actions", "episode", "t")
+_MASK_FIELDS = ("action_mask", "next_action_mask")
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def _host_chunk(x, lo: int, hi: int) -> np.ndarray:
+    """Rows ``[lo, hi)`` of a NumPy / memory-mapped / JAX leaf, as a NumPy array on the host."""
+    return np.asarray(jax.device_get(x[lo:hi]))
+
+
+def _first_index(bad: np.ndarray) -> Tuple[int, ...]:
+    """The first True position (C order) of the bool array ``bad``."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(bad.reshape(-1))), bad.shape))
+
+
+def check_content(dataset: Transitions, cfg: EnvConfig, where: str = "") -> None:
+    """Raise :class:`DatasetError` if ``dataset``'s values cannot come from the environment ``cfg``.
+
+    Checked, after the shapes (:func:`check_shapes`) and the dtype kinds (integer for
+    ``actions``, ``episode``, ``t``; numeric for the float fields):
+
+    * ``obs``, ``state``, ``reward``, ``next_obs``, ``next_state``, ``rates_mbps`` are finite
+      once cast to float32 (the dtype :func:`save` writes; NaN, ±inf and float32 overflow are
+      refused);
+    * ``actions`` lie in ``[0, cfg.num_actions)``;
+    * with ``cfg.allow_idle``, every row of ``action_mask`` and ``next_action_mask`` has a valid
+      action (the idle action always is); without idle an all-False row is the environment's
+      AP without any UE (:func:`jaxrrm.env.actions_to_serving` executes any action as silence)
+      and is accepted;
+    * every action is allowed by its own ``action_mask`` row (rows with no valid action aside);
+    * ``t`` lies in ``[0, cfg.horizon)`` and ``episode`` in ``[0, 2**31 - 1]``.
+
+    The rows are processed in chunks of :data:`CHECK_CHUNK_ROWS` on the host with NumPy (one
+    chunk of every field at a time: a memory-mapped dataset is never read whole, a device one is
+    copied chunk by chunk), vectorized within a chunk.
+
+    Args:
+      dataset: :class:`Transitions` with NumPy, memory-mapped or JAX leaves.
+      cfg: the configuration the data claim to come from.
+      where: prefix of the error message (e.g. the dataset directory).
+
+    Raises:
+      DatasetError: the first problem found, naming the field, the first offending index (e.g.
+        ``reward[17]``, ``action_mask[3, 1]``) and what is wrong.
+    """
+    pre = f"{where}: " if where else ""
+    try:
+        check_shapes(dataset, cfg)
+    except ValueError as e:
+        raise DatasetError(f"{pre}{e}") from None
+    for name in FIELDS:
+        kind = np.dtype(getattr(dataset, name).dtype).kind
+        allowed = "iu" if name in _INT_FIELDS else ("fiu" if name in _FINITE_FIELDS else "biu")
+        if kind not in allowed:
+            need = {"iu": "an integer", "fiu": "a real number", "biu": "a bool"}[allowed]
+            raise DatasetError(f"{pre}Transitions.{name} has dtype "
+                               f"{np.dtype(getattr(dataset, name).dtype)}; {need} dtype is "
+                               "needed")
+    n, num_actions, horizon = dataset.size, cfg.num_actions, cfg.horizon
+
+    def fail(name, values, bad, lo, problem):
+        """Raise for the first True of the chunk mask ``bad`` (chunk rows start at ``lo``):
+        the field, its index in the dataset, its value in ``values`` and ``problem``."""
+        local = _first_index(bad)
+        where_in = ", ".join(map(str, (local[0] + lo,) + local[1:]))
+        shown = "" if values is None else f"= {values[local].item()!r} "
+        raise DatasetError(f"{pre}Transitions.{name}[{where_in}] {shown}{problem}")
+
+    for lo in range(0, n, CHECK_CHUNK_ROWS):
+        hi = min(n, lo + CHECK_CHUNK_ROWS)
+        for name in _FINITE_FIELDS:
+            x = _host_chunk(getattr(dataset, name), lo, hi)
+            with np.errstate(over="ignore", invalid="ignore"):
+                bad = ~np.isfinite(x.astype(np.float32, copy=False))
+            if bad.any():
+                fail(name, x, bad, lo, "is not finite (as float32)")
+        acts = _host_chunk(dataset.actions, lo, hi)
+        bad = (acts < 0) | (acts >= num_actions)
+        if bad.any():
+            fail("actions", acts, bad, lo, f"is outside [0, {num_actions}) (num_actions of the "
+                 "EnvConfig)")
+        masks = {}
+        for name in _MASK_FIELDS:
+            mask = masks[name] = _host_chunk(getattr(dataset, name), lo, hi).astype(bool,
+                                                                                    copy=False)
+            if cfg.allow_idle:
+                bad = ~mask.any(axis=-1)
+                if bad.any():
+                    fail(name, None, bad, lo, "has no valid action (all False; with allow_idle "
+                         "the idle action is always valid)")
+        mask = masks["action_mask"]
+        taken = np.take_along_axis(mask, acts[..., None].astype(np.intp), axis=-1)[..., 0]
+        bad = ~taken & mask.any(axis=-1)
+        if bad.any():
+            row = mask[_first_index(bad)]
+            fail("actions", acts, bad, lo, "is forbidden by its own action_mask (valid "
+                 f"actions: {np.flatnonzero(row).tolist()})")
+        ep = _host_chunk(dataset.episode, lo, hi)
+        bad = (ep < 0) | (ep > _INT32_MAX)
+        if bad.any():
+            fail("episode", ep, bad, lo, f"is not an episode id (allowed: [0, {_INT32_MAX}])")
+        t = _host_chunk(dataset.t, lo, hi)
+        bad = (t < 0) | (t >= horizon)
+        if bad.any():
+            fail("t", t, bad, lo, f"is outside [0, {horizon}) (the slots of an episode, horizon "
+                 "of the EnvConfig)")
 
 
 def check_shapes(dataset: Transitions, cfg: EnvConfig) -> None:
@@ -507,6 +629,7 @@ def collect(seed: int, behaviour: str, params: EnvParams, cfg: EnvConfig, num_st
     Returns:
       (:class:`Transitions` with NumPy leaves, :func:`make_meta` dict for :func:`save`).
     """
+    check_seed(seed)
     pol = behaviour_policy(behaviour, cfg)
     data = collect_policy(jax.random.key(seed), pol, params, cfg, num_steps, epsilon, **kwargs)
     meta = make_meta(cfg, params, behaviour, {"epsilon": float(epsilon), "num_steps": num_steps,
@@ -713,14 +836,48 @@ def params_to_json(params: EnvParams) -> Dict[str, Any]:
     return out
 
 
+def _is_number(v) -> bool:
+    """A real number that is not a bool (Python or NumPy scalar)."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool,
+                                                                                      np.bool_))
+
+
+def _numeric_tree(v) -> bool:
+    """``v`` is a number or a (nested) list / tuple of numbers; bools and strings are not."""
+    if isinstance(v, (list, tuple)):
+        return all(_numeric_tree(x) for x in v)
+    return _is_number(v)
+
+
 def params_from_json(d: Mapping[str, Any]) -> EnvParams:
-    """Inverse of :func:`params_to_json` (validated by :class:`EnvParams`)."""
+    """Inverse of :func:`params_to_json` (validated by :class:`EnvParams`).
+
+    Every value must be a number, a (nested) list of numbers or a numeric array; missing fields
+    take :class:`EnvParams`'s defaults.
+
+    Raises:
+      ValueError: ``d`` not a mapping, unknown fields, a bool, string, ``None`` or other
+        non-numeric value (``"30"`` and ``True`` are refused, not converted), a ragged list, or
+        a value out of its range (:meth:`EnvParams.validate`).
+    """
+    if not isinstance(d, Mapping):
+        raise ValueError(f"EnvParams JSON must be an object of fields, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(EnvParams)}
     unknown = set(d) - names
     if unknown:
-        raise ValueError(f"unknown EnvParams field(s) {sorted(unknown)}")
-    return EnvParams(**{k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
-                            else np.asarray(v, np.float32)) for k, v in d.items()})
+        raise ValueError(f"unknown EnvParams field(s) {sorted(map(str, unknown))}")
+    kw = {}
+    for k, v in d.items():
+        if _is_number(v):
+            kw[k] = float(v)
+            continue
+        ok = _numeric_tree(v) if isinstance(v, (list, tuple)) else (
+            isinstance(v, (np.ndarray, jax.Array)) and np.dtype(v.dtype).kind in "iuf")
+        if not ok:
+            raise ValueError(f"EnvParams.{k}={v!r} is invalid: allowed are numbers or (nested) "
+                             "lists of numbers (no bools, strings or nulls)")
+        kw[k] = np.asarray(v, np.float32)
+    return EnvParams(**kw)
 
 
 def config_from_meta(meta: Mapping[str, Any]) -> EnvConfig:
@@ -803,24 +960,136 @@ def fingerprint(dataset_or_meta, cfg: Optional[EnvConfig] = None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _looks_like_dataset_or_empty(path: Path) -> bool:
     return path.is_dir() and (not any(path.iterdir()) or (path / META_FILE).is_file())
 
 
-_RESERVED = ("schema_version", "jaxrrm_version", "created_utc", "n", "fields", "fingerprint")
+_RESERVED = ("schema_version", "jaxrrm_version", "created_utc", "n", "fields", "fingerprint",
+             "meta_sha256")
+
+#: Name of the ``meta.json`` entry that holds the SHA-256 of the file's own content.
+META_SHA_KEY = "meta_sha256"
+
+
+def meta_sha256(meta: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a dataset's metadata, the value of its ``meta_sha256`` entry.
+
+    It hashes the canonical JSON of every entry but ``meta_sha256`` itself:
+    ``json.dumps(meta_without_it, sort_keys=True, separators=(",", ":"))`` (ASCII), so it does
+    not depend on the file's indentation or key order, only on the entries' values.
+    """
+    body = {k: v for k, v in meta.items() if k != META_SHA_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+                          ).hexdigest()
+
+
+def _is_sha256(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_env_config_json(d, label: str) -> EnvConfig:
+    """The :class:`EnvConfig` of a stored ``env_config``; every field present, of its JSON type.
+
+    Types: the integer fields JSON integers, the flags ``true`` / ``false``, the names strings,
+    ``ap_positions_m`` ``null`` or a list of ``[x, y]`` numbers; then the values are validated by
+    :class:`EnvConfig`. Raises :class:`DatasetError` (``label``: the file) naming the entry.
+    """
+    if not isinstance(d, dict):
+        raise DatasetError(f"{label}: entry 'env_config' is not an object")
+    for f in dataclasses.fields(EnvConfig):
+        if f.name not in d:
+            raise DatasetError(f"{label}: entry 'env_config' lacks {f.name!r}")
+        v, default = d[f.name], f.default
+        if f.name == "ap_positions_m":
+            ok = v is None or (isinstance(v, list) and all(
+                isinstance(q, list) and len(q) == 2 and all(_is_number(c) for c in q) for q in v))
+            allowed = "null or a list of [x, y] numbers"
+        elif isinstance(default, bool):
+            ok, allowed = isinstance(v, bool), "true or false"
+        elif isinstance(default, int):
+            ok, allowed = _is_int(v), "an integer"
+        elif isinstance(default, str):
+            ok, allowed = isinstance(v, str), "a string"
+        else:  # pragma: no cover - a new EnvConfig field of another type
+            ok, allowed = True, ""
+        if not ok:
+            raise DatasetError(f"{label}: entry 'env_config.{f.name}' = {v!r} has the wrong "
+                               f"type: allowed is {allowed}")
+    try:
+        return config_from_json(d)
+    except (ValueError, TypeError) as e:
+        raise DatasetError(f"{label}: entry 'env_config' is invalid ({e})") from e
+
+
+def _check_env_params_json(d, label: str) -> EnvParams:
+    """The :class:`EnvParams` of a stored ``env_params``: every field present, numbers (or lists
+    of numbers) in range (:func:`params_from_json`). Raises :class:`DatasetError` naming it."""
+    if not isinstance(d, dict):
+        raise DatasetError(f"{label}: entry 'env_params' is not an object")
+    missing = [f.name for f in dataclasses.fields(EnvParams) if f.name not in d]
+    if missing:
+        raise DatasetError(f"{label}: entry 'env_params' lacks {missing}")
+    try:
+        return params_from_json(d)
+    except (ValueError, TypeError) as e:
+        raise DatasetError(f"{label}: entry 'env_params' is invalid ({e})") from e
+
+
+#: Top-level entries of ``meta.json`` that :func:`load` requires, with their JSON types.
+_META_TYPES = {"schema_version": (int, "an integer"), "jaxrrm_version": (str, "a string"),
+               "created_utc": (str, "a string"), "n": (int, "an integer"),
+               "fields": (dict, "an object"), "env_config": (dict, "an object"),
+               "env_params": (dict, "an object"), "behaviour": (str, "a string"),
+               "behaviour_config": (dict, "an object"), "seeds": (dict, "an object"),
+               "fingerprint": (str, "a string"), META_SHA_KEY: (str, "a string")}
+
+
+def _check_field_entries(meta: Mapping[str, Any], cfg: EnvConfig, label: str
+                         ) -> Dict[str, Dict[str, Any]]:
+    """The ``fields`` entries, each checked for type and against the config's shapes/dtypes."""
+    n = meta["n"]
+    fields = meta["fields"]
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise DatasetError(f"{label}: entry 'fields' has unknown fields {unknown}")
+    specs = field_specs(cfg, n)
+    for name in FIELDS:
+        entry = fields.get(name)
+        if not isinstance(entry, dict) or not {"file", "shape", "dtype", "sha256",
+                                               "bytes"} <= set(entry):
+            raise DatasetError(f"{label}: no complete entry for the field {name!r} (an object "
+                               "with file, shape, dtype, sha256, bytes)")
+        key = f"fields.{name}"
+        if entry["file"] != f"{name}.npy":
+            raise DatasetError(f"{label}: entry '{key}.file' = {entry['file']!r}; the field "
+                               f"{name!r} is stored in {name + '.npy'!r} (entries exchanged?)")
+        shape, dtype = specs[name]
+        got_shape = entry["shape"]
+        if not (isinstance(got_shape, list) and all(_is_int(d) for d in got_shape)):
+            raise DatasetError(f"{label}: entry '{key}.shape' = {got_shape!r} is not a list of "
+                               "integers")
+        try:
+            got_dtype = np.dtype(entry["dtype"]) if isinstance(entry["dtype"], str) else None
+        except TypeError:
+            got_dtype = None
+        if got_dtype is None:
+            raise DatasetError(f"{label}: entry '{key}.dtype' = {entry['dtype']!r} is not a "
+                               "NumPy dtype string")
+        if tuple(got_shape) != shape or got_dtype != dtype:
+            raise DatasetError(f"{label}: field {name!r} is recorded as {got_shape} "
+                               f"{entry['dtype']}, but n={n} and the EnvConfig need "
+                               f"{list(shape)} {dtype.str}")
+        if not _is_sha256(entry["sha256"]):
+            raise DatasetError(f"{label}: entry '{key}.sha256' = {entry['sha256']!r} is not a "
+                               "SHA-256 (64 lowercase hex digits)")
+        if not _is_int(entry["bytes"]) or entry["bytes"] < 0:
+            raise DatasetError(f"{label}: entry '{key}.bytes' = {entry['bytes']!r} is not a "
+                               "non-negative integer")
+    return {name: fields[name] for name in FIELDS}
 
 
 def save(path, dataset: Transitions, meta: Mapping[str, Any], overwrite: bool = False
@@ -828,7 +1097,9 @@ def save(path, dataset: Transitions, meta: Mapping[str, Any], overwrite: bool = 
     """Write a dataset directory atomically.
 
     Layout: ``path/<field>.npy`` for every field of :class:`Transitions` (NumPy ``.npy``, no
-    pickles, dtypes of :func:`field_specs`) and ``path/meta.json``. The files are written into
+    pickles, dtypes of :func:`field_specs`) and ``path/meta.json``. Before anything is written
+    the shapes (:func:`check_shapes`) and the content (:func:`check_content`) are checked. The
+    files are written into
     a temporary sibling directory ``.<name>.tmp-<pid>-<random>``, each fsynced, ``meta.json``
     last; then the directory is renamed to ``path`` (and the parent fsynced). A write that fails
     removes the temporary directory; a process killed mid-write leaves at most that hidden
@@ -842,19 +1113,23 @@ def save(path, dataset: Transitions, meta: Mapping[str, Any], overwrite: bool = 
       meta: :func:`make_meta`'s dict (``env_config``, ``env_params``, ``behaviour`` required;
         ``behaviour_config``, ``seeds`` and any JSON-able extras kept). ``env_config`` /
         ``env_params`` may be :class:`EnvConfig` / :class:`EnvParams` objects or their JSON
-        dicts. The keys ``schema_version, jaxrrm_version, created_utc, n, fields, fingerprint``
-        are (re)computed here.
+        dicts. The keys ``schema_version, jaxrrm_version, created_utc, n, fields, fingerprint,
+        meta_sha256`` are (re)computed here.
       overwrite: replace an existing dataset at ``path``.
 
     Returns:
       The complete metadata written to ``meta.json`` (what :func:`load` returns): the caller's
       entries plus ``schema_version``, ``jaxrrm_version``, ``created_utc`` (UTC ISO 8601),
-      ``n``, ``fields`` (``{field: {file, shape, dtype, sha256, bytes}}``) and ``fingerprint``.
+      ``n``, ``fields`` (``{field: {file, shape, dtype, sha256, bytes}}``), ``fingerprint`` and
+      ``meta_sha256`` (:func:`meta_sha256` of all the others).
 
     Raises:
       DatasetExistsError: ``path`` exists and ``overwrite`` is False, or it exists and is not a
         dataset directory (never replaced).
-      ValueError: missing meta entries, or shapes that do not fit ``meta["env_config"]``.
+      ValueError: missing meta entries, invalid ``env_config`` / ``env_params``, or shapes that
+        do not fit ``meta["env_config"]``.
+      DatasetError: content that :func:`check_content` refuses (NaN or infinite values, actions
+        out of range or forbidden by their mask, ...); nothing is written.
     """
     from . import __version__
 
@@ -865,6 +1140,8 @@ def save(path, dataset: Transitions, meta: Mapping[str, Any], overwrite: bool = 
     cfg = config_from_json(meta["env_config"]) if isinstance(meta["env_config"], Mapping) \
         else meta["env_config"]
     check_shapes(dataset, cfg)
+    dataset = to_numpy(dataset)  # one device-to-host copy, for the checks and the files
+    check_content(dataset, cfg, where=f"{path} (not written)")
 
     def refuse_existing():
         if os.path.lexists(path):
@@ -883,7 +1160,9 @@ def save(path, dataset: Transitions, meta: Mapping[str, Any], overwrite: bool = 
                 behaviour=str(meta["behaviour"]),
                 behaviour_config=dict(meta.get("behaviour_config") or {}),
                 seeds=dict(meta.get("seeds") or {}))
-    json.dumps(full)  # fail early (before any file) on non-JSON-able entries
+    # Strict JSON (NaN / inf as null, jaxrrm.files.to_json); fails early, before any file, on
+    # entries that are not JSON-able.
+    full = files.to_json(full)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -905,26 +1184,16 @@ def save(path, dataset: Transitions, meta: Mapping[str, Any], overwrite: bool = 
             created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             n=n, fields=fields)
         full["fingerprint"] = fingerprint(full)
+        full = json.loads(json.dumps(full))  # the JSON form load sees (lists, string keys)
+        full[META_SHA_KEY] = meta_sha256(full)
         with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
-            json.dump(full, fh, indent=1, sort_keys=True)
+            json.dump(full, fh, indent=1, sort_keys=True, allow_nan=False)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        files.fsync_dir(tmp)
         refuse_existing()
-        old = None
-        if os.path.lexists(path):  # overwrite: move the old one aside only now
-            old = path.parent / f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.rename(old, path)
-            raise
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        files.replace_dir(tmp, path)  # overwrite: the old one is moved aside only now
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -955,12 +1224,21 @@ def _read_header(path: Path):
         return shape, fortran, dtype, fh.tell()
 
 
+def _no_duplicate_keys(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
 def read_meta(path) -> Dict[str, Any]:
     """The parsed ``meta.json`` of the dataset directory ``path`` (no other check).
 
     Raises:
       DatasetError: missing directory or ``meta.json``, or a ``meta.json`` that is not a JSON
-        object.
+        object (or has an object with a duplicate key, which JSON parsers resolve differently).
     """
     path = Path(path)
     if not path.is_dir():
@@ -969,8 +1247,8 @@ def read_meta(path) -> Dict[str, Any]:
     if not mpath.is_file():
         raise DatasetError(f"{mpath}: missing (an incomplete or interrupted write?)")
     try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, OSError) as e:
+        meta = json.loads(mpath.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError) as e:
         raise DatasetError(f"{mpath}: not valid JSON ({e})") from e
     if not isinstance(meta, dict):
         raise DatasetError(f"{mpath}: not a JSON object")
@@ -981,44 +1259,77 @@ def load(path, expected_cfg: Optional[EnvConfig] = None, verify: bool = True,
          mmap: bool = True) -> Tuple[Transitions, Dict[str, Any]]:
     """Read and check a dataset directory written by :func:`save`.
 
-    Checks, in order: ``meta.json`` (present, JSON, ``schema_version == SCHEMA_VERSION``,
-    required entries), the ``EnvConfig`` against ``expected_cfg`` if given, every field's file
-    (present, a ``.npy`` whose header's shape and dtype match ``meta.json`` and the config, and
-    whose size matches the header: a truncated file is caught even with ``verify=False``), and,
-    with ``verify``, every file's SHA-256 against ``meta.json`` (reads every byte: the slow part;
-    ``verify=False`` is the fast path).
+    Checks, in order:
+
+    1. ``meta.json``: present, JSON (no duplicate keys), ``schema_version == SCHEMA_VERSION``;
+       with ``verify``, its ``meta_sha256`` against the SHA-256 of its own content
+       (:func:`meta_sha256`: an edited or corrupted ``meta.json`` is refused);
+    2. the type of every entry :func:`load` and the consumers of the metadata use (``n``,
+       ``fields``, ``env_config``, ``env_params``, ``behaviour``, ``behaviour_config``,
+       ``seeds``, ``fingerprint``, ...): every field of ``env_config`` and ``env_params``
+       present, of its JSON type and valid (:class:`EnvConfig` / :class:`EnvParams` ranges);
+    3. the ``EnvConfig`` against ``expected_cfg`` if given;
+    4. every ``fields`` entry: stored in ``<field>.npy`` (entries exchanged between fields are
+       refused), shape and dtype those of ``n`` and the config, a SHA-256 string, a byte count;
+    5. with ``verify``, the stored ``fingerprint`` against the one recomputed from the stored
+       checksums and ``env_config`` (:func:`fingerprint`);
+    6. every field's file: present, a ``.npy`` whose header's shape and dtype match ``meta.json``
+       and whose size matches the header and the recorded ``bytes`` (a truncated file is caught
+       even with ``verify=False``); with ``verify``, its SHA-256 against ``meta.json`` (reads
+       every byte);
+    7. with ``verify``, the content (:func:`check_content`: finite values, actions in range and
+       allowed by their masks, slot and episode indices), chunk by chunk.
+
+    ``verify=False`` is the fast path: it skips the checksums (``meta_sha256``, fingerprint,
+    array SHA-256) and the content checks, and keeps the structural ones (1-4, 6 without the
+    SHA-256), which read only ``meta.json`` and the ``.npy`` headers.
 
     Args:
       path: dataset directory.
       expected_cfg: the :class:`EnvConfig` (or its :func:`config_to_json` dict) the caller (e.g.
         a trainer) works with; a dataset made for another configuration is refused, naming the
         differing fields.
-      verify: check the SHA-256 of every array file.
+      verify: check the checksums and the content (see above).
       mmap: memory-map arrays of at least :data:`MMAP_MIN_BYTES` (read-only,
         ``np.load(mmap_mode="r")``); smaller ones, or all with ``mmap=False``, are read into
         memory.
 
     Returns:
       (:class:`Transitions` with NumPy leaves — memory maps where mapped; move them with
-      :func:`to_device` or ``jax.device_put`` —, the metadata dict as written by :func:`save`).
+      :func:`to_device` or ``jax.device_put`` —, the metadata dict as written by :func:`save`;
+      :func:`config_from_meta` / :func:`params_from_meta` give its configuration).
 
     Raises:
-      DatasetError: anything wrong, with the file and the problem in the message.
+      DatasetError: anything wrong, with the file (``meta.json`` and the entry, or the field's
+        ``.npy``) and the problem in the message.
     """
     path = Path(path)
     meta = read_meta(path)
     mpath = path / META_FILE
     version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION or isinstance(version, bool):
         raise DatasetError(f"{mpath}: schema_version {version!r} is not supported (this jaxrrm "
                            f"reads schema_version {SCHEMA_VERSION})")
-    for key in ("n", "fields", "env_config"):
+    if verify:
+        stored = meta.get(META_SHA_KEY)
+        actual = meta_sha256(meta)
+        if stored != actual:
+            raise DatasetError(f"{mpath}: {META_SHA_KEY} mismatch (meta.json edited or corrupt): "
+                               f"its content hashes to {actual}, recorded {stored!r}")
+    for key, (typ, allowed) in _META_TYPES.items():
         if key not in meta:
             raise DatasetError(f"{mpath}: lacks the entry {key!r}")
-    try:
-        cfg = config_from_json(meta["env_config"])
-    except (ValueError, TypeError) as e:
-        raise DatasetError(f"{mpath}: env_config is invalid ({e})") from e
+        v = meta[key]
+        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+            if key == "n":
+                raise DatasetError(f"{mpath}: n={v!r} is not a non-negative integer")
+            raise DatasetError(f"{mpath}: entry {key!r} = {v!r} has the wrong type: allowed is "
+                               f"{allowed}")
+    n = meta["n"]
+    if n < 0:
+        raise DatasetError(f"{mpath}: n={n!r} is not a non-negative integer")
+    cfg = _check_env_config_json(meta["env_config"], str(mpath))
+    _check_env_params_json(meta["env_params"], str(mpath))
     if expected_cfg is not None:
         if isinstance(expected_cfg, Mapping):
             expected_cfg = config_from_json(expected_cfg)
@@ -1028,27 +1339,18 @@ def load(path, expected_cfg: Optional[EnvConfig] = None, verify: bool = True,
         if diffs:
             raise DatasetError(f"{mpath}: dataset was made for another EnvConfig; differing "
                                f"fields: {', '.join(diffs)}")
-    n = meta["n"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise DatasetError(f"{mpath}: n={n!r} is not a non-negative integer")
-    fields = meta["fields"]
-    if not isinstance(fields, dict):
-        raise DatasetError(f"{mpath}: 'fields' is not an object")
+    fields = _check_field_entries(meta, cfg, str(mpath))
+    if verify:
+        recomputed = fingerprint(meta)
+        if recomputed != meta["fingerprint"]:
+            raise DatasetError(f"{mpath}: entry 'fingerprint' = {meta['fingerprint']!r} does not "
+                               f"match the stored checksums and env_config ({recomputed})")
     specs = field_specs(cfg, n)
     arrays = {}
     for name in FIELDS:
-        entry = fields.get(name)
-        if not isinstance(entry, dict) or not {"file", "shape", "dtype", "sha256"} <= set(entry):
-            raise DatasetError(f"{mpath}: no complete entry for the field {name!r}")
+        entry = fields[name]
         shape, dtype = specs[name]
-        if tuple(entry["shape"]) != shape or np.dtype(entry["dtype"]) != dtype:
-            raise DatasetError(f"{mpath}: field {name!r} is recorded as {entry['shape']} "
-                               f"{entry['dtype']}, but n={n} and the EnvConfig need "
-                               f"{list(shape)} {dtype.str}")
         fpath = path / entry["file"]
-        if Path(entry["file"]).name != entry["file"]:
-            raise DatasetError(f"{mpath}: file name {entry['file']!r} of {name!r} is not a plain "
-                               "file name")
         if not fpath.is_file():
             raise DatasetError(f"{fpath}: missing (field {name!r})")
         try:
@@ -1064,6 +1366,9 @@ def load(path, expected_cfg: Optional[EnvConfig] = None, verify: bool = True,
         if got_size != want_size:
             kind = "truncated" if got_size < want_size else "has trailing bytes"
             raise DatasetError(f"{fpath}: {kind}: {got_size} bytes, expected {want_size}")
+        if entry["bytes"] != got_size:
+            raise DatasetError(f"{mpath}: entry 'fields.{name}.bytes' = {entry['bytes']} but "
+                               f"{fpath.name} has {got_size} bytes")
         if verify:
             digest = _sha256_file(fpath)
             if digest != entry["sha256"]:
@@ -1075,4 +1380,7 @@ def load(path, expected_cfg: Optional[EnvConfig] = None, verify: bool = True,
                                    else None, allow_pickle=False)
         except Exception as e:
             raise DatasetError(f"{fpath}: cannot be read ({e})") from e
-    return Transitions(**arrays), meta
+    dataset = Transitions(**arrays)
+    if verify:
+        check_content(dataset, cfg, where=str(path))
+    return dataset, meta

@@ -300,7 +300,8 @@ def reset(key, params: EnvParams, cfg: EnvConfig):
     start at the fair share of :func:`jaxrrm.radio.initial_average`.
 
     Relies on :meth:`EnvParams.validate` (a no-op on traced parameters, which were checked when
-    they were built).
+    they were built) and checks :meth:`EnvParams.check_shapes` (static shapes: a per-AP field of
+    the wrong length is a ``ValueError`` even under ``jit`` / ``vmap``).
 
     Args:
       key: PRNG key.
@@ -310,7 +311,7 @@ def reset(key, params: EnvParams, cfg: EnvConfig):
     Returns:
       (:class:`Observation`, :class:`EnvState`).
     """
-    params.validate()
+    params.validate().check_shapes(cfg)
     k_ap, k_ue, k_head, k_los, k_sh, k_fad = jax.random.split(key, 6)
     ap_pos = topology.ap_positions(k_ap, params, cfg)
     ue_pos = topology.drop_ues(k_ue, ap_pos, cfg.num_ues, params.area_side_m,

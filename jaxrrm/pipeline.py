@@ -33,8 +33,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
@@ -42,11 +40,11 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 import jax
 import numpy as np
 
-from . import baselines, data, distributed, evaluate, train
+from . import baselines, data, distributed, evaluate, files, train
 from .algos import ONLINE_LEARNERS
 from .algos import common as algo_common
 from .algos.common import is_int, is_num, require
-from .config import EnvConfig, EnvParams
+from .config import EnvConfig, EnvParams, check_seed
 
 #: Behaviours a :class:`DatasetSpec` accepts: the fixed ones of :mod:`jaxrrm.data` (baselines and
 #: ``random_walk``) and the online learners (trained first).
@@ -88,7 +86,7 @@ class DatasetSpec:
         require(self.behaviour in BEHAVIOURS, "behaviour", f"one of {BEHAVIOURS}",
                 self.behaviour)
         require(is_int(self.size) and self.size >= 1, "size", "an integer >= 1", self.size)
-        require(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        check_seed(self.seed, "seed")
         require(is_int(self.train_steps) and self.train_steps >= 0, "train_steps",
                 "an integer >= 0 (0: max(size, 128000))", self.train_steps)
         require(self.source in ("stream", "policy"), "source", "'stream' or 'policy'",
@@ -250,19 +248,6 @@ def _params_template(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams):
     return jax.device_get(trainer.init(jax.random.key(0)).params)
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_behaviour_params(path: Path, behaviour_params) -> None:
     """Write ``behaviour_params.msgpack`` (flax serialization) and ``behaviour_params.json``
     (its SHA-256) into the directory ``path``, each atomically."""
@@ -271,8 +256,8 @@ def save_behaviour_params(path: Path, behaviour_params) -> None:
     payload = serialization.to_bytes(behaviour_params)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path / "behaviour_params.msgpack", payload)
-    _write_atomic(path / "behaviour_params.json", json.dumps(
+    files.write_atomic(path / "behaviour_params.msgpack", payload)
+    files.write_atomic(path / "behaviour_params.json", json.dumps(
         {"schema_version": 1, "sha256": hashlib.sha256(payload).hexdigest()}).encode())
 
 

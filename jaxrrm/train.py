@@ -20,14 +20,16 @@ Between chunks the host loop (:func:`train` / :meth:`Trainer.train`)
 
 * with ``checkpoint_dir`` set, every ``checkpoint_every_chunks`` chunks (and after the last
   one) saves the full :class:`TrainState` (params, targets, optimizer states, step, RNG keys),
-  the history so far, the configurations, the training/evaluation keys and the dataset
-  fingerprint (:func:`jaxrrm.data.fingerprint`) with :mod:`jaxrrm.checkpoint` (orbax, atomic,
-  the ``checkpoint_keep`` most recent kept). A later call with the same ``checkpoint_dir``
-  resumes from the latest checkpoint, after checking that the configurations, keys and dataset
+  the history so far, the configurations, the environment parameters, the training/evaluation
+  keys and the dataset fingerprint (:func:`jaxrrm.data.fingerprint`) with
+  :mod:`jaxrrm.checkpoint` (orbax, atomic, SHA-256 checked, the ``checkpoint_keep`` most recent
+  kept). A later call with the same ``checkpoint_dir`` resumes from the latest checkpoint that
+  verifies, after checking that the configurations, environment parameters, keys and dataset
   fingerprint match (:class:`jaxrrm.checkpoint.CheckpointError` naming the differing fields
-  otherwise), and its final state and history are bitwise equal (on CPU) to those of a run that
-  was never interrupted. On :class:`NonFiniteLossError` the last good state is checkpointed
-  (if it was not already) and stays on disk.
+  otherwise) and that the stored history agrees with the step, and its final state and history
+  are bitwise equal (on CPU) to those of a run that was never interrupted. On
+  :class:`NonFiniteLossError` the last good state is checkpointed (if it was not already) and
+  stays on disk.
 
 With ``progress=True`` the host loop shows a tqdm progress bar over the chunks with the latest
 chunk's mean losses and Q-values (``critic_loss``, ``cql_penalty``/``bc_loss``, ``q``) and, after
@@ -279,8 +281,11 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
             evaluation chunks, ``"eval_<metric>"`` means over seeds.
           eval_keys: ``[S]`` evaluation keys (default :func:`eval_keys_for` ``(key, S)``).
           checkpoint_dir: optional directory of :mod:`jaxrrm.checkpoint` checkpoints: if it
-            holds one, training resumes from it (same configurations, keys and dataset
-            required); checkpoints are written there while training. ``None``: no checkpoints.
+            holds one, training resumes from the newest step that verifies (checksums; damaged
+            newer steps are skipped with a warning); the same configurations, environment
+            parameters, keys and dataset are required, and the stored history must agree with
+            the step (``step // chunk_size`` chunks); checkpoints are written there while
+            training. ``None``: no checkpoints.
           checkpoint_every_chunks: save every this many chunks (>= 1); the last chunk is always
             saved.
           checkpoint_keep: how many of the most recent checkpoints to keep (>= 1).
@@ -291,9 +296,12 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
           NonFiniteLossError: a loss became non-finite; ``err.state`` is the last good state
             (also checkpointed when ``checkpoint_dir`` is set).
           jaxrrm.checkpoint.CheckpointError: the checkpoint in ``checkpoint_dir`` was written by
-            another configuration, key or dataset, or does not fit this trainer's state.
+            another configuration, environment parameters, key or dataset (or checkpoint
+            format), does not fit this trainer's state, has a history that disagrees with its
+            step, or no step of it verifies (:class:`jaxrrm.checkpoint.CorruptCheckpointError`).
         """
         data_lib.check_shapes(dataset, env_cfg)
+        data_lib.check_content(dataset, env_cfg, "the training dataset")  # no NaN, valid actions
         fingerprint = (None if checkpoint_dir is None
                        else data_lib.fingerprint(dataset, env_cfg))
         dataset = (data_lib.to_device(dataset) if sharded is None
@@ -314,21 +322,19 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
             require(is_int(checkpoint_every_chunks) and checkpoint_every_chunks >= 1,
                     "checkpoint_every_chunks", "an integer >= 1", checkpoint_every_chunks)
             meta = ckpt_lib.make_meta(
-                env_cfg, learner_cfg, train_cfg, fingerprint,
+                env_cfg, learner_cfg, train_cfg, fingerprint, env_params=env_params,
                 train_key=ckpt_lib.key_to_json(key), eval_keys=ckpt_lib.key_to_json(eval_keys))
             if ckpt_lib.latest_step(checkpoint_dir) is not None:
                 state, saved_step, stored = ckpt_lib.restore(
                     checkpoint_dir, state if sharded is None else distributed.gather(state), meta)
+                start, h_metrics, h_eval = _resumed_history(
+                    stored, saved_step, state, train_cfg, f"{checkpoint_dir} (step {saved_step})")
                 if sharded is not None:
                     state = distributed.put_batch(state, mesh, "num_seeds")
-                h = stored["history"]
-                start = int(h["chunks"])
-                hist_updates[:] = h["updates"]
-                for k, v in h["metrics"].items():
-                    hist_metrics[k] = [np.asarray(x, h["dtypes"]["metrics"][k]) for x in v]
-                eval_updates[:] = h["eval_updates"]
-                for k, v in h["eval"].items():
-                    eval_hist[k] = [np.asarray(x, h["dtypes"]["eval"][k]) for x in v]
+                hist_updates[:] = stored["history"]["updates"]
+                hist_metrics.update(h_metrics)
+                eval_updates[:] = stored["history"]["eval_updates"]
+                eval_hist.update(h_eval)
                 if eval_hist:
                     final = {k: v[-1] for k, v in eval_hist.items()}
 
@@ -411,6 +417,69 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
         trainer = trainer._replace(init=sharded.init, run_chunk=sharded.run_chunk,
                                    evaluate_rates=sharded.evaluate_rates)
     return trainer
+
+
+def _resumed_history(stored, step: int, state, train_cfg: TrainConfig, where: str):
+    """``(chunks, metrics, eval)`` of a restored checkpoint's history (``metrics``/``eval``:
+    ``{name: [per-chunk arrays]}``), after checking that it agrees with the step: ``chunks ==
+    step // chunk_size``, one ``updates`` entry per chunk, one metric row per chunk, the
+    evaluations of the schedule and the learner's step counters equal to ``step``.
+
+    Raises:
+      jaxrrm.checkpoint.CheckpointError: the history is missing, malformed or inconsistent.
+    """
+    def bad(msg):
+        return ckpt_lib.CheckpointError(f"{where}: {msg}; the checkpoint is inconsistent and "
+                                        f"cannot be resumed")
+
+    try:
+        return _check_history(stored, step, state, train_cfg, bad)
+    except ckpt_lib.CheckpointError:
+        raise
+    except Exception as e:  # wrong types in a malformed history, missing dtypes
+        raise bad(f"the history is malformed ({type(e).__name__}: {e})") from e
+
+
+def _check_history(stored, step, state, train_cfg, bad):
+    cs, nc, every = train_cfg.chunk_size, train_cfg.num_chunks, train_cfg.eval_every_chunks
+    h = stored.get("history")
+    if not isinstance(h, dict):
+        raise bad("the meta has no 'history'")
+    missing = [k for k in ("chunks", "updates", "metrics", "eval_updates", "eval", "dtypes")
+               if k not in h]
+    if missing:
+        raise bad(f"the history has no {missing}")
+    chunks = h["chunks"]
+    if step % cs or not is_int(chunks) or chunks != step // cs or not 0 <= chunks <= nc:
+        raise bad(f"the history's chunk count {chunks!r} does not match the step: step {step} "
+                  f"// chunk_size {cs} = {step / cs:g} (of {nc} chunks)")
+    want_updates = [(c + 1) * cs for c in range(chunks)]
+    if list(h["updates"]) != want_updates:
+        raise bad(f"the history's updates {list(h['updates'])} are not the {chunks} chunks' "
+                  f"{want_updates}")
+    want_eval = [(c + 1) * cs for c in range(chunks)
+                 if c + 1 == nc or (every and (c + 1) % every == 0)]
+    if list(h["eval_updates"]) != want_eval:
+        raise bad(f"the history's eval_updates {list(h['eval_updates'])} are not the schedule's "
+                  f"{want_eval}")
+    s = train_cfg.num_seeds
+    out = []
+    for part, rows in (("metrics", chunks), ("eval", len(want_eval))):
+        if rows and not h[part]:
+            raise bad(f"the history has no {part} for its {rows} rows")
+        got = {}
+        for k, v in h[part].items():
+            arrs = [np.asarray(x, h["dtypes"][part][k]) for x in v]
+            if len(arrs) != rows or any(a.shape != (s,) for a in arrs):
+                raise bad(f"the history's {part}[{k!r}] has {[a.shape for a in arrs]}, "
+                          f"expected {rows} rows of shape ({s},)")
+            got[k] = arrs
+        out.append(got)
+    learner_step = getattr(state.learner, "step", None)
+    if learner_step is not None and not np.all(np.asarray(learner_step) == step):
+        raise bad(f"the learner's step counters {np.asarray(learner_step).tolist()} are not "
+                  f"the step")
+    return int(chunks), out[0], out[1]
 
 
 def _progress_bar(enabled: bool, desc: str, total: int, initial: int):

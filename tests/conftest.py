@@ -63,3 +63,51 @@ def jit_reset():
 def jit_step():
     """``jit(env.step)`` with the config static: ``jit_step(key, state, actions, params, cfg)``."""
     return step_jit
+
+
+@pytest.fixture(scope="module")
+def params():
+    """The parameters of tests/_train_setup.py's tiny training set-up (a module that needs other
+    parameters defines its own ``params`` fixture)."""
+    from _train_setup import make_params
+
+    return make_params()
+
+
+@pytest.fixture(scope="module")
+def dataset(params):
+    """tests/_train_setup.py's 6000 transitions of full_reuse with epsilon 0.3."""
+    from _train_setup import make_dataset
+
+    return make_dataset(params)
+
+
+@pytest.fixture(scope="module")
+def trainer(params):
+    """The checkpoint tests' trainer (tests/_train_setup.py's ``CKPT_TC``)."""
+    from _train_setup import CFG, CKPT_TC, LC
+
+    from jaxrrm import train
+
+    return train.make_train(CFG, params, LC, CKPT_TC)
+
+
+@pytest.fixture(scope="module")
+def reference(trainer, dataset):
+    """An uninterrupted 4-chunk run of ``trainer`` from ``key(5)`` without checkpoints."""
+    return trainer.train(jax.random.key(5), dataset)
+
+
+@pytest.fixture(scope="module")
+def killed_dir(trainer, dataset, tmp_path_factory):
+    """A checkpoint directory of ``trainer``'s run of ``key(5)`` killed after 1 chunk (step
+    10)."""
+    from _train_setup import kill_at
+
+    from jaxrrm import checkpoint as ckpt
+
+    d = tmp_path_factory.mktemp("killed")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(jax.random.key(5), dataset, callback=kill_at(0), checkpoint_dir=d)
+    assert ckpt.latest_step(d) == 10
+    return d

@@ -222,7 +222,13 @@ _params_strategy = st.fixed_dictionaries({
 
 
 def _check_rollout(cfg, policy_name, kw, seed):
-    params = EnvParams.create(cfg, **kw)
+    from hypothesis import assume
+
+    try:
+        params = EnvParams.create(cfg, **kw)
+    except ValueError as e:   # a geometry refused as infeasible (tests/test_faults_inputs.py)
+        assert "infeasible" in str(e), e
+        assume(False)
     res = env.rollout_jit(jax.random.key(seed), baselines.make(policy_name, cfg), params, cfg, 8,
                           False)  # same call signature as test_radio_env: shared compilation
     rates = np.asarray(res.ue_rates_mbps)

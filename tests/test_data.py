@@ -25,8 +25,14 @@ CFG = SMALL_CFG
 P_MIN = 1e-3  # significance floor of the statistical tests (fixed keys: deterministic)
 
 
-def synthetic(n: int, cfg: EnvConfig = CFG, seed: int = 0, reward=None) -> Transitions:
-    """A dataset with random contents of the right shapes; ``t`` is ``0..n-1`` (a row id)."""
+def synthetic(n: int, cfg: EnvConfig = CFG, seed: int = 0, reward=None,
+              row_ids: bool = False) -> Transitions:
+    """A dataset with random contents of the right shapes that passes ``data.check_content``
+    (idle always valid, each action valid under its mask, ``t`` the slot within the episode).
+
+    With ``row_ids``, ``t`` is ``0..n-1`` instead (a row id; beyond the horizon not a valid slot,
+    for the sampling and mixture tests, which do not save).
+    """
     rng = np.random.default_rng(seed)
     out = {}
     for name, (shape, dtype) in data.field_specs(cfg, n).items():
@@ -36,8 +42,12 @@ def synthetic(n: int, cfg: EnvConfig = CFG, seed: int = 0, reward=None) -> Trans
             out[name] = rng.random(shape) < 0.7
         else:
             out[name] = rng.integers(0, cfg.num_actions, shape).astype(np.int32)
+    for name in ("action_mask", "next_action_mask"):
+        out[name][..., cfg.idle_action] = True
+    out["actions"] = np.argmax(np.where(out["action_mask"], rng.random(out["action_mask"].shape),
+                                        -1.0), axis=-1).astype(np.int32)
     out["episode"] = (np.arange(n) // cfg.horizon).astype(np.int32)
-    out["t"] = np.arange(n, dtype=np.int32)
+    out["t"] = (np.arange(n) if row_ids else np.arange(n) % cfg.horizon).astype(np.int32)
     if reward is not None:
         out["reward"] = np.full((n,), reward, np.float32)
     return Transitions(**out)
@@ -73,7 +83,7 @@ def test_round_trip(saved):
     loaded, meta2 = data.load(path, expected_cfg=CFG)
     assert_same(ds, loaded)
     assert meta2 == meta
-    assert meta["schema_version"] == data.SCHEMA_VERSION == 1
+    assert meta["schema_version"] == data.SCHEMA_VERSION == 2
     assert meta["n"] == 90 and meta["note"] == "hello"
     assert meta["behaviour"] == "random_walk" and meta["seeds"] == {"collect": 7}
     assert data.config_from_meta(meta) == CFG
@@ -176,8 +186,8 @@ def _edit_meta(path, fn):
 
 def test_wrong_schema_version_refused(saved):
     path, _, _ = saved
-    _edit_meta(path, lambda m: m.update(schema_version=2))
-    with pytest.raises(DatasetError, match="meta.json.*schema_version 2"):
+    _edit_meta(path, lambda m: m.update(schema_version=3))
+    with pytest.raises(DatasetError, match="meta.json.*schema_version 3"):
         data.load(path, verify=False)
     _edit_meta(path, lambda m: m.pop("schema_version"))
     with pytest.raises(DatasetError, match="schema_version None"):
@@ -303,7 +313,7 @@ def test_save_accepts_jax_leaves_and_casts(tmp_path):
 
 def test_sample_is_uniform_under_jit():
     n, batch = 37, 37 * 400
-    ds = data.to_device(synthetic(n))
+    ds = data.to_device(synthetic(n, row_ids=True))
     sample = jax.jit(data.sample, static_argnames="batch_size")
     b = sample(jax.random.key(3), ds, batch_size=batch)
     assert b.obs.shape == (batch, CFG.num_aps, CFG.obs_dim) and b.actions.dtype == jnp.int32
@@ -350,7 +360,7 @@ def _stream(num_steps, num_envs):
 
 
 def test_flatten_stream_is_step_major():
-    steps = jax.tree.map(lambda x: x.reshape((5, 4) + x.shape[1:]), synthetic(20))
+    steps = jax.tree.map(lambda x: x.reshape((5, 4) + x.shape[1:]), synthetic(20, row_ids=True))
     flat = data.flatten_stream(steps)
     np.testing.assert_array_equal(flat.t, np.arange(20))
     np.testing.assert_array_equal(flat.obs[4 * 2 + 3], steps.obs[2, 3])
@@ -408,8 +418,9 @@ def test_mixture_counts():
 
 
 def test_mixture_follows_weights():
-    sources = [synthetic(100, seed=1, reward=0.0), synthetic(50, seed=2, reward=1.0),
-               synthetic(30, seed=3, reward=2.0)]
+    sources = [synthetic(100, seed=1, reward=0.0, row_ids=True),
+               synthetic(50, seed=2, reward=1.0, row_ids=True),
+               synthetic(30, seed=3, reward=2.0, row_ids=True)]
     mix = data.mixture(jax.random.key(0), sources, [0.5, 0.3, 0.2], 101)
     assert mix.size == 101
     src = mix.reward.astype(int)

@@ -11,20 +11,14 @@ import pytest
 
 from jaxrrm import baselines, data, evaluate, train
 
-from _train_setup import CFG, LC, NET, make_dataset, make_params  # noqa: E402,F401
+from _train_setup import CFG, LC, NET, make_dataset, make_params  # noqa: F401
+#: A finite float32 reward whose squared TD error overflows float32 (a non-finite loss from
+#: data that pass :func:`jaxrrm.data.check_content`).
+HUGE = 3e38
+
 #: The fast tests' trainer settings (all share one compiled chunk: batch 32, chunk 10).
 TC = train.TrainConfig(num_updates=30, batch_size=32, chunk_size=10, num_seeds=2,
                        eval_every_chunks=0, eval_episodes=2)
-
-
-@pytest.fixture(scope="module")
-def params():
-    return make_params()
-
-
-@pytest.fixture(scope="module")
-def dataset(params):
-    return make_dataset(params)
 
 
 def _all_finite(tree):
@@ -125,10 +119,11 @@ def test_seeds_vmapped_match_single_seed_runs(params, dataset):
 # ------------------------------------------------------------------------------------------------
 
 def test_nan_reward_stops_with_last_good_state(params, dataset):
-    # A few NaN rewards: the first chunk(s) miss them (deterministic for this key), a later one
-    # samples one, the TD target and critic loss become NaN and training must stop there.
+    # A few huge rewards (finite float32, so the data pass the trainer's content check): the
+    # first chunk(s) miss them (deterministic for this key), a later one samples one, the squared
+    # TD error overflows float32, the critic loss is inf and training must stop there.
     reward = np.array(dataset.reward)
-    reward[[11, 2222, 4444]] = np.nan
+    reward[[11, 2222, 4444]] = HUGE
     bad = dataset.replace(reward=reward)
     tc = TC.replace(num_updates=400)  # same batch/chunk size: shares the compiled chunk
     tr = train.make_train(CFG, params, LC, tc)
@@ -159,8 +154,16 @@ def test_nan_reward_stops_with_last_good_state(params, dataset):
     assert err.history["metrics"]["critic_loss"].shape == (err.chunk, 2)
 
 
-def test_all_nan_fails_in_first_update(params, dataset):
-    bad = dataset.replace(reward=np.full_like(np.asarray(dataset.reward), np.nan))
+def test_nan_data_refused_before_training(params, dataset):
+    reward = np.array(dataset.reward)
+    reward[2222] = np.nan
+    tr = train.make_train(CFG, params, LC, TC)
+    with pytest.raises(data.DatasetError, match=r"reward\[2222\].*not finite"):
+        tr.train(jax.random.key(3), dataset.replace(reward=reward))
+
+
+def test_all_huge_fails_in_first_update(params, dataset):
+    bad = dataset.replace(reward=np.full_like(np.asarray(dataset.reward), HUGE))
     tr = train.make_train(CFG, params, LC, TC)
     with pytest.raises(train.NonFiniteLossError, match=r"chunk 0, update 0 ") as info:
         tr.train(jax.random.key(0), bad)
