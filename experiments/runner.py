@@ -393,7 +393,8 @@ def evaluate_fixed(run: Run, names: Sequence[str], test_keys, cfg=None, params=N
 def write_outputs(out: "common.OutputDir", run: Run, results: Dict[str, object], summary: dict,
                   extra_summary: Optional[dict] = None, plots: bool = True,
                   title: Optional[str] = None, extra_config: Optional[dict] = None) -> None:
-    """config.json, summary.json/.csv, per_seed.json and (with ``plots``) the rate CDF, the
+    """config.json, summary.json/.csv, per_seed.json, marl_eval.json
+    (:func:`jaxrrm.pipeline.to_marl_eval`) and (with ``plots``) the rate CDF, the
     sum-vs-tail scatter and the learning curves. ``extra_config`` is added to config.json
     (e.g. a study's swept values)."""
     info = common.machine_info()
@@ -416,6 +417,10 @@ def write_outputs(out: "common.OutputDir", run: Run, results: Dict[str, object],
               for n, r in results.items() if r.history is not None}
     if curves:
         out.write_json("learning_curves.json", curves)
+    from jaxrrm import pipeline
+
+    out.write_json("marl_eval.json", pipeline.to_marl_eval(
+        results, pipeline.task_name(run.cfg, run.params)))
     common.write_summary_csv(out.file("summary.csv"), summary)
     if plots:
         cfg = run.cfg

@@ -77,10 +77,13 @@ def add_relative(per_seed: Dict[str, Dict[str, np.ndarray]], reference: str = "t
 
 
 def summarize(per_seed: Dict[str, np.ndarray], names: Sequence[str] = METRIC_NAMES) -> dict:
-    """``{metric: {"mean": x, "ci95": half_width}}`` across seeds (Student-t interval)."""
+    """``{metric: {"mean": x, "ci95": half_width, "iqm", "iqm_ci95": [lo, hi],
+    "mean_boot_ci95": [lo, hi]}}`` across seeds: the Student-t interval of the mean
+    (:func:`jaxrrm.metrics.mean_ci95`) and rliable's robust companions, the interquartile mean
+    with stratified-bootstrap percentile intervals (:func:`jaxrrm.metrics.robust_stats`)."""
     out = {}
     for name in names:
         if name in per_seed:
             mean, ci = metrics.mean_ci95(per_seed[name])
-            out[name] = {"mean": mean, "ci95": ci}
+            out[name] = {"mean": mean, "ci95": ci, **metrics.robust_stats(per_seed[name])}
     return out

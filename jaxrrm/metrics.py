@@ -75,67 +75,16 @@ def all_metrics(ue_rates, mu, tdm_score=None) -> dict:
     return out
 
 
-def _betainc_np(a, b, x):
-    """Regularized incomplete beta I_x(a, b) (continued fraction, Numerical Recipes 6.4)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    front = math.exp(lbeta + a * math.log(x) + b * math.log1p(-x))
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - _betainc_np(b, a, 1.0 - x)
-    # Lentz's algorithm
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        num = m * (b - m) * x / ((a + m2 - 1.0) * (a + m2))
-        d = 1.0 + num * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + num / c
-        c = c if abs(c) > tiny else tiny
-        f *= d * c
-        num = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))
-        d = 1.0 + num * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + num / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        f *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return front * f / a
-
-
 def student_t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t distribution with ``df`` degrees of freedom (``0 < p < 1``).
+    """Quantile of Student's t distribution with ``df`` degrees of freedom (``0 < p < 1``),
+    ``scipy.stats.t.ppf``; e.g. ``student_t_quantile(0.975, 15) = 2.1314``."""
+    from scipy import stats
 
-    Inverts :math:`F(t) = 1 - \\frac12 I_{df/(df+t^2)}(df/2, 1/2)` (t > 0) by bisection;
-    e.g. ``student_t_quantile(0.975, 15) = 2.1314``.
-    """
     if not 0.0 < p < 1.0:
         raise ValueError(f"p={p!r} is invalid: allowed range is (0, 1)")
     if df < 1:
         raise ValueError(f"df={df!r} is invalid: allowed range is >= 1")
-    if p < 0.5:
-        return -student_t_quantile(1.0 - p, df)
-
-    def cdf(t):
-        return 1.0 - 0.5 * _betainc_np(df / 2.0, 0.5, df / (df + t * t))
-
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if cdf(mid) < p:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    return float(stats.t.ppf(p, df))
 
 
 def mean_ci95(values):
@@ -160,3 +109,120 @@ def mean_ci95(values):
         return mean, float("nan")
     sem = float(np.std(x, ddof=1)) / math.sqrt(x.size)
     return mean, student_t_quantile(0.975, x.size - 1) * sem
+
+
+# --------------------------------------------------------------------------------------------
+# Robust aggregates and bootstrap intervals (the definitions of rliable, Agarwal et al. 2021,
+# "Deep RL at the edge of the statistical precipice", NeurIPS; arXiv 2108.13264)
+# --------------------------------------------------------------------------------------------
+
+#: Bootstrap resamples of :func:`bootstrap_ci` (rliable's default is 50 000 for figures; 10 000
+#: give the 2.5% / 97.5% percentiles to about +-0.5% of the interval's width here).
+BOOTSTRAP_REPS = 10_000
+
+
+def _runs_by_tasks(scores) -> np.ndarray:
+    x = np.asarray(scores, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"scores must be [runs] or [runs, tasks] with >= 1 of each, got shape "
+                         f"{np.shape(scores)}")
+    return x
+
+
+def iqm(scores) -> float:
+    """Interquartile mean: the mean of the middle 50% of all scores (runs x tasks pooled),
+    ``scipy.stats.trim_mean(scores, 0.25, axis=None)`` as rliable's ``aggregate_iqm``.
+
+    .. math::
+        \mathrm{IQM}(x) = \frac{1}{n - 2g} \sum_{i=g+1}^{n-g} x_{(i)},\qquad
+        g = \lfloor n / 4 \rfloor
+
+    with :math:`x_{(i)}` the sorted values. Robust to an outlying seed, less noisy than the
+    median.
+
+    Args:
+      scores: ``[runs]`` or ``[runs, tasks]`` floats (e.g. one score per seed).
+    """
+    from scipy import stats
+
+    return float(stats.trim_mean(_runs_by_tasks(scores), 0.25, axis=None))
+
+
+def _iqm_rows(x: np.ndarray) -> np.ndarray:
+    """IQM of each row of ``x [R, n]`` (the same trimming as :func:`iqm`)."""
+    n = x.shape[1]
+    g = n // 4
+    return np.sort(x, axis=1)[:, g:n - g].mean(axis=1)
+
+
+def bootstrap_ci(scores, statistic: str = "mean", confidence: float = 0.95,
+                 reps: int = BOOTSTRAP_REPS, seed: int = 0) -> tuple:
+    """Stratified-bootstrap percentile confidence interval of an aggregate of the scores
+    (rliable's ``get_interval_estimates`` with ``method="percentile"``).
+
+    Each of ``reps`` resamples draws, within every task separately (the strata), as many runs
+    with replacement as that task has; the aggregate of the resampled ``[runs, tasks]``
+    matrix is computed and the interval is its ``(1 - confidence) / 2`` and
+    ``(1 + confidence) / 2`` percentiles. With one task this is the ordinary percentile
+    bootstrap over runs (``scipy.stats.bootstrap(..., method="percentile")``).
+
+    Args:
+      scores: ``[runs]`` or ``[runs, tasks]`` floats.
+      statistic: ``"mean"`` or ``"iqm"`` (of all scores of a resample).
+      confidence: the interval's coverage in (0, 1).
+      reps: number of resamples (>= 100).
+      seed: seed of the NumPy generator (the same scores and seed give the same interval).
+
+    Returns:
+      ``(low, high)`` floats; ``(x, x)`` for a single run.
+    """
+    x = _runs_by_tasks(scores)
+    if statistic not in ("mean", "iqm"):
+        raise ValueError(f"statistic={statistic!r} is invalid: allowed are 'mean', 'iqm'")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r} is invalid: allowed range is (0, 1)")
+    if int(reps) < 100:
+        raise ValueError(f"reps={reps!r} is invalid: allowed range is >= 100")
+    runs, tasks = x.shape
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, runs, size=(int(reps), runs, tasks))          # within each task
+    res = np.take_along_axis(x[None], idx, axis=1).reshape(int(reps), runs * tasks)
+    agg = res.mean(axis=1) if statistic == "mean" else _iqm_rows(res)
+    lo, hi = np.percentile(agg, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(lo), float(hi)
+
+
+def probability_of_improvement(scores_x, scores_y) -> float:
+    """:math:`P(X > Y)`: the probability that a run of ``X`` scores above a run of ``Y`` on the
+    same task, ties counting one half, averaged over tasks (rliable's
+    ``probability_of_improvement``: the Mann-Whitney U statistic over :math:`n_x n_y`).
+
+    .. math::
+        P(X > Y) = \frac{1}{M} \sum_{m=1}^{M} \frac{1}{n_x n_y} \sum_{i, j}
+        \Big( \mathbb 1[x_{im} > y_{jm}] + \tfrac12 \mathbb 1[x_{im} = y_{jm}] \Big)
+
+    It compares runs, not their pairing: it says how often X beats Y, not by how much (pair it
+    with the paired score difference).
+
+    Args:
+      scores_x, scores_y: ``[runs_x(, tasks)]`` and ``[runs_y(, tasks)]`` floats, the same
+        number of tasks.
+    """
+    x, y = _runs_by_tasks(scores_x), _runs_by_tasks(scores_y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"scores_x has {x.shape[1]} tasks, scores_y {y.shape[1]}")
+    d = x[:, None, :] - y[None, :, :]                                   # [nx, ny, M]
+    per_task = ((d > 0).sum(axis=(0, 1)) + 0.5 * (d == 0).sum(axis=(0, 1))) / (
+        x.shape[0] * y.shape[0])
+    return float(per_task.mean())
+
+
+def robust_stats(values, seed: int = 0) -> dict:
+    """The robust companions of :func:`mean_ci95` for one metric over seeds:
+    ``{"iqm", "iqm_ci95": [low, high], "mean_boot_ci95": [low, high]}`` (stratified-bootstrap
+    percentile intervals, :func:`bootstrap_ci`, ``seed`` fixed so that a summary repeats)."""
+    x = np.asarray(values, np.float64).reshape(-1)
+    return {"iqm": iqm(x), "iqm_ci95": list(bootstrap_ci(x, "iqm", seed=seed)),
+            "mean_boot_ci95": list(bootstrap_ci(x, "mean", seed=seed))}

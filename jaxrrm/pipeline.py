@@ -35,7 +35,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -403,8 +403,44 @@ def summarize(results: Dict[str, MethodResult], reference: str = "tdm") -> Dict[
     out = {}
     for name, m in per_seed.items():
         out[name] = evaluate.summarize(m, [k for k in evaluate.METRIC_NAMES if k in m])
-        out[name]["return"] = dict(zip(("mean", "ci95"), evaluate.metrics.mean_ci95(m["return"])))
+        out[name]["return"] = evaluate.summarize(m, ["return"])["return"]
     return out
+
+
+def task_name(cfg: EnvConfig, params: EnvParams) -> str:
+    """A short name of a scenario for reports: ``"4ap-24ue-500m-umi-pf"``."""
+    area = np.asarray(params.area_side_m, np.float64)
+    area_txt = f"{float(area):g}m" if area.ndim == 0 else "batched-area"
+    return (f"{cfg.num_aps}ap-{cfg.num_ues}ue-{area_txt}-{cfg.pathloss_model}-{cfg.reward}")
+
+
+def to_marl_eval(results: Dict[str, "MethodResult"], task: str, env_name: str = "jaxrrm",
+                 metrics_: Sequence[str] = ("score", "sum_rate", "p5_rate", "return")) -> dict:
+    """Results in the JSON layout of InstaDeep's marl-eval (``{env: {task: {algorithm:
+    {"run_<s>": {"step_<v>": {"step_count", metric: [values]}, "absolute_metrics": {metric:
+    [values]}}}}}}``), so its aggregation and plotting tools read them.
+
+    One run is one seed. ``absolute_metrics`` hold the seed's test metrics (one value per
+    metric: the seed's evaluation over its test episodes, as in ``per_seed.json``); a learner's
+    ``step_<v>`` entries are its learning curve (validation episodes) after ``step_count``
+    gradient updates. Fixed policies have only ``absolute_metrics``.
+    """
+    algos = {}
+    for name, r in results.items():
+        num_seeds = len(next(iter(r.per_seed.values())))
+        runs = {}
+        for s in range(num_seeds):
+            run = {}
+            if r.history is not None and len(r.history["eval_updates"]):
+                for v, step in enumerate(np.asarray(r.history["eval_updates"]).tolist()):
+                    run[f"step_{v}"] = {"step_count": int(step), **{
+                        k: [float(r.history["eval"][k][v][s])] for k in metrics_
+                        if k in r.history["eval"]}}
+            run["absolute_metrics"] = {k: [float(r.per_seed[k][s])] for k in metrics_
+                                       if k in r.per_seed}
+            runs[f"run_{s}"] = run
+        algos[name] = runs
+    return {env_name: {task: algos}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,8 +566,9 @@ def versus_best_heuristic(per_seed: Dict[str, Dict[str, np.ndarray]],
 
     Returns ``{"best_heuristic": name, "oracle": name or None, "methods": {method: {"minus":
     paired score difference in Mbit/s, "percent": the same relative to the heuristic's score in
-    %, "headroom": :func:`headroom_fraction` (only with the oracle)}}}``, or None without any
-    heuristic.
+    %, "probability_of_improvement": P(a seed of the method scores above a seed of the
+    heuristic), :func:`jaxrrm.metrics.probability_of_improvement`, "headroom":
+    :func:`headroom_fraction` (only with the oracle)}}}``, or None without any heuristic.
     """
     best = best_heuristic(per_seed)
     if best is None:
@@ -544,7 +581,8 @@ def versus_best_heuristic(per_seed: Dict[str, Dict[str, np.ndarray]],
             continue
         x = np.asarray(m["score"], np.float64)
         entry = {"minus": paired_difference(x, h),
-                 "percent": paired_difference(100.0 * x / h, np.full_like(h, 100.0))}
+                 "percent": paired_difference(100.0 * x / h, np.full_like(h, 100.0)),
+                 "probability_of_improvement": evaluate.metrics.probability_of_improvement(x, h)}
         if has_oracle and name != oracle:
             entry["headroom"] = headroom_fraction(x, h, per_seed[oracle]["score"])
         out[name] = entry

@@ -31,7 +31,7 @@ def tiny_run(tmp_path_factory, data_dir):
 def test_ctde_writes_summary(tiny_run):
     files = {p.name for p in tiny_run.iterdir()}
     assert {"config.json", "summary.json", "summary.csv", "per_seed.json",
-            "learning_curves.json"} <= files
+            "learning_curves.json", "marl_eval.json", ".jaxrrm-results.json"} <= files
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["seeds"] == 3
     methods = summary["methods"]
@@ -69,6 +69,30 @@ def test_ctde_writes_summary(tiny_run):
         assert summary["train_seconds"][name] > 0
         assert curves[name]["updates"][-1] == 20 and len(curves[name]["score"][-1]) == 3
     assert summary["dataset"]["built"] is True
+    # rliable's robust companions beside the Student-t interval, from the per-seed values
+    from jaxrrm import metrics
+
+    for name in methods:
+        sc = methods[name]["score"]
+        x = per_seed[name]["score"]
+        assert sc["iqm"] == pytest.approx(metrics.iqm(x))
+        assert sc["iqm_ci95"][0] <= sc["iqm"] <= sc["iqm_ci95"][1]
+        assert sc["mean_boot_ci95"][0] <= sc["mean"] <= sc["mean_boot_ci95"][1]
+    for name in LEARNER_NAMES:
+        assert vs["methods"][name]["probability_of_improvement"] == pytest.approx(
+            metrics.probability_of_improvement(per_seed[name]["score"], per_seed[best]["score"]))
+    # marl-eval's layout: env -> task -> algorithm -> run_<seed> -> step_<v> / absolute_metrics
+    me = json.loads((tiny_run / "marl_eval.json").read_text())
+    (task, algos), = me["jaxrrm"].items()
+    assert task == "2ap-6ue-500m-umi-pf" and set(algos) == set(methods)
+    for name in methods:
+        assert [algos[name][f"run_{s}"]["absolute_metrics"]["score"][0] for s in range(3)] == \
+            pytest.approx(per_seed[name]["score"])
+    for name in LEARNER_NAMES:
+        run0 = algos[name]["run_0"]
+        steps = [run0[k]["step_count"] for k in run0 if k.startswith("step_")]
+        assert steps == curves[name]["updates"]
+        assert run0[f"step_{len(steps) - 1}"]["score"] == [curves[name]["score"][-1][0]]
     for name, m in methods.items():
         for key in ("sum_rate", "p5_rate", "score", "relative_score"):
             assert math.isfinite(m[key]["mean"]) and m[key]["ci95"] >= 0, (name, key)
