@@ -4,10 +4,11 @@ The simulator (``units``, ``config``, ``topology``, ``channel``, ``radio``, ``en
 (``metrics``) and heuristic policies (``baselines``). See DESIGN.md for the system model.
 """
 
-from . import baselines, channel, config, env, metrics, radio, topology, units
+from . import baselines, channel, config, env, metrics, radio, rrm_env, topology, units
 from .config import EnvConfig, EnvParams
+from .rrm_env import RRMEnv
 
 __version__ = "0.1.0"
 
-__all__ = ["EnvConfig", "EnvParams", "baselines", "channel", "config", "env", "metrics", "radio",
-           "topology", "units", "__version__"]
+__all__ = ["EnvConfig", "EnvParams", "RRMEnv", "baselines", "channel", "config", "env",
+           "metrics", "radio", "rrm_env", "topology", "units", "__version__"]

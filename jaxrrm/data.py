@@ -367,6 +367,41 @@ def flatten_stream(steps: Transitions) -> Transitions:
     return jax.tree.map(lambda x: x.reshape((-1,) + tuple(x.shape[2:])), steps)
 
 
+def episode_order(dataset: Transitions) -> np.ndarray:
+    """The row permutation that regroups a dataset episode by episode, each in slot order.
+
+    Rows of a stream slice interleave the parallel environments step-major (module docstring),
+    so consecutive rows are usually *not* consecutive slots of one episode; an episode-based
+    library (d3rlpy's ``MDPDataset``, a sequence model, OG-MARL's time-major vaults) that reads
+    rows in file order would pair a state with another environment's successor. ``dataset[order]``
+    (e.g. ``jax.tree.map(lambda x: x[order], dataset)``) lists each episode's rows contiguously,
+    in increasing ``t``, episodes in the order of their first row; within an episode the rows are
+    consecutive slots (``t`` increases by one; the first may be ``> 0`` where a slice cut the
+    episode, and its last row has ``truncated`` only if the episode ended inside the data).
+
+    Returns:
+      ``[n]`` int64 indices (a stable sort: ties keep their order).
+
+    Raises:
+      DatasetError: an episode whose slots are not consecutive (a gap or a repeated ``t``).
+    """
+    ep = np.asarray(dataset.episode, np.int64)
+    t = np.asarray(dataset.t, np.int64)
+    first = {}
+    for i, e in enumerate(ep.tolist()):
+        first.setdefault(e, i)
+    rank = np.array([first[e] for e in ep.tolist()], np.int64)
+    order = np.lexsort((t, rank))
+    ep_s, t_s = ep[order], t[order]
+    same = ep_s[1:] == ep_s[:-1]
+    bad = np.flatnonzero(same & (t_s[1:] != t_s[:-1] + 1))
+    if bad.size:
+        i = int(order[bad[0] + 1])
+        raise DatasetError(f"episode {int(ep[i])}: slot {int(t[i])} does not follow slot "
+                           f"{int(t_s[bad[0]])} (a gap or a repeated slot at row {i})")
+    return order
+
+
 def slice_stream(stream: Transitions, start_fraction: float, size: int,
                  num_envs: int = 1) -> Transitions:
     """A contiguous slice of a behaviour run's transition stream.

@@ -391,6 +391,25 @@ def test_slice_stream_bounds():
         data.slice_stream(stream, 0.0, 4, num_envs=3)
 
 
+def test_episode_order_regroups_an_interleaved_stream():
+    # Two environments step-major, a slice starting at slot 3: env 0 runs episode 10 (slots 3,
+    # 4) then episode 12 (0, 1); env 1 runs episode 11 (3, 4) then 13 (0, 1).
+    ds = synthetic(8)
+    ep = np.array([10, 11, 10, 11, 12, 13, 12, 13], np.int32)
+    t = np.array([3, 3, 4, 4, 0, 0, 1, 1], np.int32)
+    ds = ds.replace(episode=ep, t=t)
+    order = data.episode_order(ds)
+    np.testing.assert_array_equal(order, [0, 2, 1, 3, 4, 6, 5, 7])
+    np.testing.assert_array_equal(ep[order], [10, 10, 11, 11, 12, 12, 13, 13])
+    np.testing.assert_array_equal(t[order], [3, 4, 3, 4, 0, 1, 0, 1])
+    # A collected dataset is already in episode order.
+    params = EnvParams.create(CFG)
+    col = data.collect(0, "full_reuse", params, CFG, 3 * CFG.horizon)[0]
+    np.testing.assert_array_equal(data.episode_order(col), np.arange(col.size))
+    with pytest.raises(data.DatasetError, match="episode 10: slot 5 does not follow slot 3"):
+        data.episode_order(ds.replace(t=np.array([3, 3, 5, 4, 0, 0, 1, 1], np.int32)))
+
+
 def test_concatenate_renumbers_episodes():
     a, b = synthetic(45, seed=1), synthetic(30, seed=2)
     b = b.replace(episode=b.episode + 7)  # ids 7, 8

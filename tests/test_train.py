@@ -75,6 +75,10 @@ def test_chunk_traced_once_and_train_loop(params, dataset, capsys):
     assert [c for c, _ in reports] == [0, 1, 2]
     assert reports[-1][1]["updates"] == 30 and "critic_loss" in reports[0][1]
     assert "eval_score" in reports[-1][1] and "eval_score" not in reports[0][1]
+    # What the README's logging example relies on: plain floats, the documented keys.
+    assert all(isinstance(v, (int, float)) for _, m in reports for v in m.values())
+    assert {"updates", "critic_loss", "q", "eval_score", "eval_sum_rate", "eval_p5_rate",
+            "eval_return"} <= set(reports[-1][1])
     h = res.history
     np.testing.assert_array_equal(h["updates"], [10, 20, 30])
     assert h["metrics"]["critic_loss"].shape == (3, 2)
