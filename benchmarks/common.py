@@ -4,6 +4,7 @@ and the atomic JSON write."""
 from __future__ import annotations
 
 import os
+import sys
 import resource
 import time
 from pathlib import Path
@@ -19,6 +20,37 @@ def load_avg() -> float | None:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far [MiB] (Linux reports ``ru_maxrss`` in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def check_out(out: Path | None, marker: str | None = None) -> None:
+    """Refuse, before any measuring, an ``--out`` that would overwrite a file the project did
+    not write (an existing file, unless its text starts with ``marker``: a report regenerating
+    itself) or that cannot be written (a directory there, a parent that is a file or not
+    writable). Exits with one ``error:`` line (status 2), as the experiment CLIs do."""
+    if out is None:
+        return
+    out = Path(out)
+    problem = None
+    if out.is_dir():
+        problem = "is a directory"
+    elif out.exists():
+        try:
+            head = out.read_text(encoding="utf-8", errors="replace")[:200]
+        except OSError:
+            head = ""
+        if marker is None or not head.startswith(marker):
+            problem = "exists and was not written by this benchmark: choose another --out"
+    if problem is None:
+        probe = out.parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            problem = f"cannot be written ({probe} is not a directory)"
+        elif not os.access(probe, os.W_OK):
+            problem = f"cannot be written ({probe} is not writable)"
+    if problem is not None:
+        print(f"error: --out {out} {problem}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def write_json(result: dict, out: Path | None, name: str) -> Path:

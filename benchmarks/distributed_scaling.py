@@ -34,9 +34,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import write_json
+from experiments.common import positive_float, positive_int
+from benchmarks.common import check_out, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
+
 
 
 def run_worker(args) -> dict:
@@ -141,26 +143,27 @@ def main(argv=None) -> int:
     p.add_argument("--platform", choices=("cpu", "gpu"), default="cpu",
                    help="cpu: forced host devices, one subprocess per count; gpu: the machine's "
                         "GPUs, meshes over 1, 2, 4, ... of them in one process")
-    p.add_argument("--devices", type=int, nargs="+", default=None,
+    p.add_argument("--devices", type=positive_int, nargs="+", default=None,
                    help="device counts (default cpu: 1 2 4; gpu: powers of two up to all)")
-    p.add_argument("--seeds", type=int, default=8, help="rollout seeds (split over devices)")
-    p.add_argument("--episodes", type=int, default=64, help="episodes per rollout seed")
-    p.add_argument("--train-seeds", type=int, default=4, help="training seeds (split)")
-    p.add_argument("--chunk", type=int, default=100, help="CQL updates per timed chunk")
-    p.add_argument("--batch", type=int, default=256, help="minibatch rows per update")
-    p.add_argument("--dataset-size", type=int, default=20_000, help="synthetic dataset rows")
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64],
+    p.add_argument("--seeds", type=positive_int, default=8, help="rollout seeds (split over devices)")
+    p.add_argument("--episodes", type=positive_int, default=64, help="episodes per rollout seed")
+    p.add_argument("--train-seeds", type=positive_int, default=4, help="training seeds (split)")
+    p.add_argument("--chunk", type=positive_int, default=100, help="CQL updates per timed chunk")
+    p.add_argument("--batch", type=positive_int, default=256, help="minibatch rows per update")
+    p.add_argument("--dataset-size", type=positive_int, default=20_000, help="synthetic dataset rows")
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[64, 64],
                    help="hidden widths of the CQL networks (64 64: the main job's CPU preset; "
                         "256 256: its paper preset)")
-    p.add_argument("--num-aps", type=int, default=None)
-    p.add_argument("--num-ues", type=int, default=None)
-    p.add_argument("--horizon", type=int, default=None)
-    p.add_argument("--min-seconds", type=float, default=3.0, help="timing window per point")
+    p.add_argument("--num-aps", type=positive_int, default=None)
+    p.add_argument("--num-ues", type=positive_int, default=None)
+    p.add_argument("--horizon", type=positive_int, default=None)
+    p.add_argument("--min-seconds", type=positive_float, default=3.0, help="timing window per point")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     p.add_argument("--out", type=Path, default=None, help="JSON output path")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--counts", type=int, nargs="+", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--counts", type=positive_int, nargs="+", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    check_out(args.out)
 
     if args.worker:
         print(json.dumps(run_worker(args)))

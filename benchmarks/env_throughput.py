@@ -40,7 +40,8 @@ from pathlib import Path
 from benchmarks.common import load_avg as _load
 from benchmarks.common import peak_rss_mib as _peak_rss_mib
 from benchmarks.common import time_calls as _time_calls
-from benchmarks.common import write_json
+from experiments.common import positive_float, positive_int
+from benchmarks.common import check_out, write_json
 
 SCHEMA_VERSION = 2
 LAYOUTS = ("episodes_last", "vmap")
@@ -58,6 +59,7 @@ LARGE_SCENARIOS = (
     ("64x1024", dict(num_aps=64, num_ues=1024, num_candidates=1, allow_idle=False, horizon=20),
      (1, 4, 16, 64, 256), (4, 16), 1),
 )
+
 
 
 def _rates(row: dict, steps: int, num_ues: int) -> dict:
@@ -243,28 +245,28 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.env_throughput",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--episodes", type=int, nargs="+",
+    p.add_argument("--episodes", type=positive_int, nargs="+",
                    default=[1, 8, 64, 256, 1024, 4096, 8192, 16384],
                    help="numbers of parallel episodes for JAX in the default scenario")
     p.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS),
                    help="batch layouts of env.rollout to measure")
-    p.add_argument("--numpy-loop-episodes", type=int, default=8,
+    p.add_argument("--numpy-loop-episodes", type=positive_int, default=8,
                    help="episodes the one-at-a-time NumPy loop runs per timing")
-    p.add_argument("--numpy-batched-episodes", type=int, nargs="*", default=[64, 1024, 8192],
+    p.add_argument("--numpy-batched-episodes", type=positive_int, nargs="*", default=[64, 1024, 8192],
                    help="episode counts for the vectorized NumPy reference (empty: skip)")
     p.add_argument("--numpy-streams", nargs="+", choices=("episode", "shared"),
                    default=["episode", "shared"], help="random streams of vectorized NumPy")
     p.add_argument("--policy", default="full_reuse", help="baseline policy driving the env")
-    p.add_argument("--num-aps", type=int, default=None)
-    p.add_argument("--num-ues", type=int, default=None)
-    p.add_argument("--horizon", type=int, default=None)
+    p.add_argument("--num-aps", type=positive_int, default=None)
+    p.add_argument("--num-ues", type=positive_int, default=None)
+    p.add_argument("--horizon", type=positive_int, default=None)
     p.add_argument("--no-large", action="store_true",
                    help="skip the larger networks (" + ", ".join(s[0] for s in LARGE_SCENARIOS)
                    + ")")
-    p.add_argument("--min-seconds", type=float, default=3.0, help="timing window per point")
-    p.add_argument("--max-links", type=int, default=1 << 25,
+    p.add_argument("--min-seconds", type=positive_float, default=3.0, help="timing window per point")
+    p.add_argument("--max-links", type=positive_int, default=1 << 25,
                    help="skip JAX points with more episodes x APs x UEs than this")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per point")
+    p.add_argument("--timeout", type=positive_float, default=1800.0, help="seconds per point")
     p.add_argument("--no-isolate", action="store_true",
                    help="measure in this process (peak memory is then the sweep's so far)")
     p.add_argument("--tiny", "--quick", dest="tiny", action="store_true",
@@ -273,6 +275,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="JSON output path")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    check_out(args.out)
 
     if args.worker is not None:  # one point, in a subprocess of a sweep
         print(_WORKER_TAG + json.dumps(_measure(json.loads(args.worker))), flush=True)

@@ -30,7 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import write_json
+from experiments.common import positive_float
+from benchmarks.common import check_out, write_json
 
 SCHEMA_VERSION = 1
 
@@ -46,6 +47,7 @@ FULL = dict(episodes=(10_000, 100_000, 1_000_000), last_layout_episodes=1_000_00
 DRY = dict(episodes=(4, 16), last_layout_episodes=16, env_seconds=0.05, seeds=(1, 2), chunk=4,
            batch=16, dataset_rows=500, train_seconds=0.05, ctde_seeds=1, ctde_updates=100,
            ctde_reserve_s=0.0)
+
 
 
 def env_part(sizes: dict, dry: bool) -> list:
@@ -157,12 +159,13 @@ def main(argv=None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dry-run", action="store_true",
                    help="tiny sizes on any backend (a check of the code paths, for CI)")
-    p.add_argument("--budget-s", type=float, default=360.0,
+    p.add_argument("--budget-s", type=positive_float, default=360.0,
                    help="wall-time budget; the main job gets what the first two parts leave")
     p.add_argument("--skip", nargs="*", choices=("env", "train", "ctde"), default=[],
                    help="parts to leave out")
     p.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = p.parse_args(argv)
+    check_out(args.out)
     if args.budget_s <= 0:
         p.error("--budget-s must be > 0")
 

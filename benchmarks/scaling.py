@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.common import positive_float, positive_int
+from benchmarks.common import check_out
 from benchmarks.common import RESULTS_DIR, peak_rss_mib, write_json
 from benchmarks.common import time_calls as _time_calls
 from benchmarks.common import load_avg as _load
@@ -43,6 +45,7 @@ DEFAULT_AXES = {
     "num_candidates": [1, 2, 3, 6, 12],
 }
 TINY_AXES = {"num_aps": [2, 3], "num_ues": [6, 12], "num_candidates": [1, 2]}
+
 
 
 def env_cost(cfg, episodes: int, min_seconds: float) -> dict:
@@ -154,17 +157,18 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--axes", nargs="+", choices=sorted(DEFAULT_AXES), default=list(DEFAULT_AXES),
                    help="settings to vary")
-    p.add_argument("--values", type=int, nargs="+", default=None,
+    p.add_argument("--values", type=positive_int, nargs="+", default=None,
                    help="values of the (single) varied setting, instead of the preset ones")
-    p.add_argument("--episodes", type=int, default=256, help="parallel episodes of the env")
-    p.add_argument("--batch", type=int, default=256, help="CQL minibatch rows")
-    p.add_argument("--chunk", type=int, default=20, help="CQL updates per compiled call")
-    p.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
+    p.add_argument("--episodes", type=positive_int, default=256, help="parallel episodes of the env")
+    p.add_argument("--batch", type=positive_int, default=256, help="CQL minibatch rows")
+    p.add_argument("--chunk", type=positive_int, default=20, help="CQL updates per compiled call")
+    p.add_argument("--seconds", type=positive_float, default=2.0, help="timing window per measurement")
     p.add_argument("--no-cql", action="store_true", help="environment only")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--tiny", action="store_true", help="tiny smoke run (seconds)")
     p.add_argument("--out", type=Path, default=None, help="JSON output path (PNG beside it)")
     args = p.parse_args(argv)
+    check_out(args.out)
 
     import jax
 

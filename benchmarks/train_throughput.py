@@ -43,7 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import write_json
+from experiments.common import positive_float, positive_int
+from benchmarks.common import check_out, write_json
 from benchmarks.common import load_avg as _load
 
 PARADIGMS = ("centralized", "independent", "ctde")
@@ -52,6 +53,7 @@ PARADIGMS = ("centralized", "independent", "ctde")
 # --------------------------------------------------------------------------------------------
 # Data and FLOP model
 # --------------------------------------------------------------------------------------------
+
 
 def synthetic_dataset(cfg, n: int, seed: int = 0):
     """``n`` random transitions shaped for ``cfg`` (NumPy leaves): normal observations, random
@@ -311,22 +313,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 16, 64],
+    p.add_argument("--seeds", type=positive_int, nargs="+", default=[1, 16, 64],
                    help="numbers of seeds vmapped in one call")
     p.add_argument("--paradigms", nargs="*", choices=PARADIGMS, default=list(PARADIGMS),
                    help="paradigms to time (none: only --ctde-e2e)")
-    p.add_argument("--seconds", type=float, default=8.0, help="timing window per point")
-    p.add_argument("--batch", type=int, default=256, help="minibatch rows per update")
-    p.add_argument("--hidden", type=int, nargs="+", default=None,
+    p.add_argument("--seconds", type=positive_float, default=8.0, help="timing window per point")
+    p.add_argument("--batch", type=positive_int, default=256, help="minibatch rows per update")
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=None,
                    help="hidden widths of critics and actor (default: CQL's, 256 256)")
-    p.add_argument("--seed-updates-per-call", type=int, default=256,
+    p.add_argument("--seed-updates-per-call", type=positive_int, default=256,
                    help="chunk size x seeds of one compiled call (chunk = this / seeds, >= 1)")
-    p.add_argument("--dataset-size", type=int, default=100_000,
+    p.add_argument("--dataset-size", type=positive_int, default=100_000,
                    help="rows of the synthetic dataset")
     p.add_argument("--dataset", type=Path, default=None,
                    help="a saved dataset directory to sample from instead (its config is used)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    p.add_argument("--torch-threads", type=int, nargs="+", default=None,
+    p.add_argument("--torch-threads", type=positive_int, nargs="+", default=None,
                    help="torch thread counts to try (default: 1 and the core count)")
     p.add_argument("--torch-styles", nargs="+", choices=("vectorized", "loop"),
                    default=["vectorized", "loop"])
@@ -340,6 +342,7 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny smoke run (seconds)")
     p.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = p.parse_args(argv)
+    check_out(args.out)
 
     # Before torch (libgomp) is loaded: OpenMP's default busy-waiting collapses on a shared
     # machine (see the module docstring). Recorded in the results.

@@ -98,8 +98,8 @@ def run(args) -> Path:
                                   "only with --source policy (the stream is the training run's "
                                   "own transitions)")
     args.epsilon = 0.0 if args.epsilon is None else args.epsilon
-    common.check_output_path(args.out, args.overwrite, marker=data.META_FILE,
-                             what="a dataset directory")
+    common.check_output_path(args.out, args.overwrite, is_ours=data.is_dataset_dir,
+                             what="a dataset directory written by jaxrrm")
     cfg, params = common.make_env(args.env)
     if online:
         return _collect_online(args, cfg, params)

@@ -9,6 +9,7 @@ import argparse
 import csv
 import dataclasses
 import datetime as _dt
+import json
 import os
 import platform
 import shutil
@@ -205,14 +206,49 @@ def default_out_dir(experiment: str) -> Path:
 RESULTS_MARKER = ".jaxrrm-results.json"
 
 
+def is_results_dir(path: Path) -> bool:
+    """Whether ``path`` is an output directory this project wrote: a directory (not a link)
+    whose :data:`RESULTS_MARKER` is a JSON object with ``"writer": "jaxrrm"`` and an integer
+    ``schema_version`` (an empty or planted file of that name does not count)."""
+    marker = Path(path) / RESULTS_MARKER
+    if Path(path).is_symlink() or not Path(path).is_dir() or not marker.is_file():
+        return False
+    try:
+        obj = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return (isinstance(obj, dict) and obj.get("writer") == "jaxrrm"
+            and isinstance(obj.get("schema_version"), int))
+
+
+#: Room left in a file name for the hidden siblings an atomic write makes
+#: (``.<name>.tmp-<random>``, ``.<name>.old-<pid>-<random>``).
+_SIBLING_ROOM = 40
+
+
 def check_output_path(path: Path, overwrite: bool, flag: str = "--out",
-                      marker: str = RESULTS_MARKER, what: str = "a jaxrrm results directory"
-                      ) -> None:
+                      is_ours=is_results_dir, what: str = "a jaxrrm results directory") -> None:
     """Refuse (CliError, one line naming ``flag``) an output path that cannot be written or must
-    not be replaced, before any work starts: an existing path without ``overwrite``; with
-    ``overwrite``, anything but a directory that holds ``marker`` (written by this project) or
-    an empty directory; a parent that is not a directory or cannot be written."""
+    not be replaced, before any work starts: the current directory or one of its parents; a
+    name too long for the hidden siblings of an atomic write; an existing path without
+    ``overwrite``; with ``overwrite``, anything but a directory ``is_ours`` recognizes (written
+    by this project: :func:`is_results_dir`, or :func:`jaxrrm.data.is_dataset_dir` for datasets)
+    or an empty directory; a parent that is not a directory or cannot be written."""
     path = Path(path)
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or not path.name:
+        raise CliError(f"{flag} {str(path) or repr('')}: the current directory or one of its "
+                       "parents cannot be an output (it is replaced as a whole); name a "
+                       "directory below it")
+    try:
+        name_max = os.pathconf(resolved.parent if resolved.parent.exists() else "/", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(path.name)) + _SIBLING_ROOM > name_max:
+        raise CliError(f"{flag}: the name {path.name[:40]!r}... is too long (at most "
+                       f"{name_max - _SIBLING_ROOM} bytes: the atomic write needs room for its "
+                       "temporary sibling's name)")
     if os.path.lexists(path):
         if not overwrite:
             raise CliError(f"{flag} {path} already exists: choose another {flag} or pass "
@@ -220,10 +256,9 @@ def check_output_path(path: Path, overwrite: bool, flag: str = "--out",
         if path.is_symlink() or not path.is_dir():
             raise CliError(f"{flag} {path} exists and is not a directory: refusing to replace "
                            "it")
-        if not (path / marker).is_file() and any(path.iterdir()):
-            raise CliError(f"{flag} {path} is not {what} (it has no {marker}): refusing to "
-                           "replace it with --overwrite; remove it yourself or choose another "
-                           f"{flag}")
+        if any(path.iterdir()) and not is_ours(path):
+            raise CliError(f"{flag} {path} is not {what}: refusing to replace it with "
+                           f"--overwrite; remove it yourself or choose another {flag}")
     check_writable_dir(path.parent, flag, path)
 
 
@@ -428,6 +463,11 @@ def number_in(low: float, high: float = float("inf"), low_open: bool = False):
 
     parse.__name__ = f"number in {rng}"
     return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite float > 0 (:func:`number_in` ``(0, inf)``)."""
+    return number_in(0.0, low_open=True)(text)
 
 
 def unique(values, flag: str) -> list:

@@ -24,7 +24,7 @@ ALPHAS = {"default": (0.0, 0.1, 0.5, 1.0, 2.0, 5.0), "paper": (0.0, 0.1, 0.5, 1.
 
 def build_parser() -> argparse.ArgumentParser:
     from experiments.common import number_in
-    from experiments.runner import STUDY_SEEDS, add_study_arguments
+    from experiments.runner import MAX_CQL_ALPHA, STUDY_SEEDS, add_study_arguments
 
     p = argparse.ArgumentParser(
         prog="python -m experiments.cql_alpha",
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_study_arguments(p, omit=("cql_alpha",), learner_choices=("ctde", "independent",
                                                                 "centralized"))
-    p.add_argument("--alphas", nargs="+", type=number_in(0.0), default=None, metavar="ALPHA",
+    p.add_argument("--alphas", nargs="+", type=number_in(0.0, MAX_CQL_ALPHA), default=None,
+                   metavar="ALPHA",
                    help="CQL weights to sweep, each >= 0 (when not given: "
                         f"{' '.join(f'{a:g}' for a in ALPHAS['default'])}; --quick: "
                         f"{' '.join(f'{a:g}' for a in ALPHAS['quick'])})")

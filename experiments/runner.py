@@ -21,6 +21,9 @@ LEARNERS = {"ctde": "CTDE-MARL-CQL", "independent": "I-MARL-CQL",
             "centralized": "C-MARL-CQL", "bc": "BC", "qmix": "QMIX-MARL-CQL",
             "bc_central": "C-BC"}
 
+#: The learners that use --cql-alpha, --backbone and --gamma.
+CQL_LEARNERS = ("ctde", "independent", "centralized", "qmix")
+
 #: The learners with a joint policy over the global state.
 CENTRALIZED_LEARNERS = ("centralized", "bc_central")
 
@@ -63,7 +66,15 @@ PRESETS = {
 #: Flags of :func:`add_run_arguments` a study may leave out (``omit=``), with the value
 #: :func:`resolve` then uses: a study that sweeps the behaviour, the dataset size or the CQL
 #: weight has its own flag for it.
-OMITTABLE = {"behaviour": "sac", "dataset_size": None, "cql_alpha": 1.0, "learners": None}
+OMITTABLE = {"behaviour": "sac", "dataset_size": None, "cql_alpha": None, "learners": None}
+
+#: What the CQL flags mean when not given (None marks "not given": a flag given for learners
+#: that do not use it is refused).
+CQL_DEFAULTS = {"cql_alpha": 1.0, "backbone": "sac", "gamma": 0.9}
+
+#: Largest CQL weight a flag accepts: far above any useful value, and the penalty stays finite
+#: in float32.
+MAX_CQL_ALPHA = 1e6
 
 
 def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN_LEARNERS,
@@ -128,13 +139,15 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     g.add_argument("--hidden", type=_hidden, default=None, metavar="W,W",
                    help="hidden widths of critics and actors, e.g. 256,256 (default: the preset's)")
     if "cql_alpha" not in omit:
-        g.add_argument("--cql-alpha", type=_nonneg_float, default=1.0,
-                       help="weight of the CQL penalty (0 = plain offline SAC)")
-    g.add_argument("--backbone", choices=("sac", "dqn"), default="sac",
+        g.add_argument("--cql-alpha", type=_nonneg_float, default=None,
+                       help="weight of the CQL penalty (0 = plain offline SAC; default 1; only "
+                            "for CQL learners)")
+    g.add_argument("--backbone", choices=("sac", "dqn"), default=None,
                    help="backbone of the CQL learners: discrete SAC (twin critics, actor, "
-                        "temperature) or DQN (one Q network, double-DQN target, greedy policy)")
-    g.add_argument("--gamma", type=number_in(0.0, 0.999999), default=0.9,
-                   help="discount of the CQL learners' TD target")
+                        "temperature; the default) or DQN (one Q network, double-DQN target, "
+                        "greedy policy)")
+    g.add_argument("--gamma", type=number_in(0.0, 0.999999), default=None,
+                   help="discount of the CQL learners' TD target (default 0.9)")
     add_env_argument(p)
     from jaxrrm import distributed
 
@@ -156,6 +169,9 @@ def _hidden(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"expected widths like 64,64, got {text!r}") from None
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"expected positive widths like 64,64, got {text!r}")
+    if max(widths) > 65536 or len(widths) > 16:
+        raise argparse.ArgumentTypeError(f"expected at most 16 widths of at most 65536, got "
+                                         f"{text!r}")
     return widths
 
 
@@ -164,8 +180,9 @@ def _nonneg_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    if not v >= 0 or v > MAX_CQL_ALPHA:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 and <= {MAX_CQL_ALPHA:g}, got "
+                                         f"{text!r}")
     return v
 
 
@@ -288,8 +305,18 @@ def resolve(args, name: str, **env_defaults) -> Run:
     if args.seed + seeds - 1 > MAX_SEED:
         raise common.CliError(f"--seed {args.seed} with --seeds {seeds}: the run's seeds "
                               f"--seed .. --seed + --seeds - 1 must stay <= {MAX_SEED}")
+    given = {k: getattr(args, k, None) for k in CQL_DEFAULTS}
+    learners = getattr(args, "learners", None) or []
+    if learners and not any(n in CQL_LEARNERS for n in learners):
+        extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if extra:
+            raise common.CliError(f"{', '.join(extra)}: only for the CQL learners "
+                                  f"({', '.join(CQL_LEARNERS)}), not for --learners "
+                                  f"{' '.join(learners)}")
+    cql = {k: CQL_DEFAULTS[k] if v is None else v for k, v in given.items()}
     if args.out is not None:
         common.check_output_path(args.out, args.overwrite)
+        check_not_inside(args.data_dir, args.out)
     check_data_dir(args.data_dir)
     if preset.horizon is not None:
         env_defaults.setdefault("horizon", preset.horizon)
@@ -300,6 +327,10 @@ def resolve(args, name: str, **env_defaults) -> Run:
         raise common.CliError(f"--behaviour-train-steps applies to the online behaviours "
                               f"({', '.join(pipeline.ONLINE_LEARNERS)}), not to "
                               f"--behaviour {args.behaviour}")
+    if online and args.behaviour_train_steps is not None and args.behaviour_train_steps < size:
+        raise common.CliError(f"--behaviour-train-steps {args.behaviour_train_steps} is less "
+                              f"than the dataset size {size}: the dataset is the last "
+                              "--dataset-size transitions of the behaviour's training")
     steps = args.behaviour_train_steps or preset.behaviour_train_steps
     try:
         spec = pipeline.DatasetSpec(behaviour=args.behaviour, size=size, seed=args.seed,
@@ -310,10 +341,20 @@ def resolve(args, name: str, **env_defaults) -> Run:
                episodes=args.episodes or preset.episodes, cfg=cfg, params=params, spec=spec,
                hidden=args.hidden or preset.hidden, updates=args.updates or preset.updates,
                batch_size=args.batch_size or preset.batch_size, chunk_size=preset.chunk_size,
-               eval_every_chunks=preset.eval_every_chunks, cql_alpha=args.cql_alpha,
+               eval_every_chunks=preset.eval_every_chunks, cql_alpha=cql["cql_alpha"],
                seed=args.seed, progress=not args.no_progress and distributed.is_writer(),
                data_dir=args.data_dir, rebuild=args.rebuild_dataset,
-               behaviour_train_steps=steps, mesh=mesh, backbone=args.backbone, gamma=args.gamma)
+               behaviour_train_steps=steps, mesh=mesh, backbone=cql["backbone"],
+               gamma=cql["gamma"])
+
+
+def check_not_inside(data_dir: Path, out: Path) -> None:
+    """Refuse a ``--data-dir`` equal to or inside ``--out``: the output directory is written
+    elsewhere and swapped in at the end, so a cache inside it would be replaced with it."""
+    d, o = Path(data_dir).resolve(), Path(out).resolve()
+    if d == o or o in d.parents:
+        raise common.CliError(f"--data-dir {data_dir} is inside --out {out}: the output "
+                              "directory is replaced as a whole; keep the dataset cache elsewhere")
 
 
 def check_data_dir(path: Path) -> None:

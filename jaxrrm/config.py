@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Optional, Tuple
 
 import jax
@@ -51,6 +52,13 @@ def check_seed(seed, field: str = "seed") -> int:
 def _require(cond: bool, field: str, allowed: str, value) -> None:
     if not cond:
         raise ValueError(f"{field}={value!r} is invalid: allowed range is {allowed}")
+
+
+#: Upper bounds of EnvConfig's integer fields: far beyond any scenario of this model, low enough
+#: that shapes, int32 slot counters and the UE drop's ``tries x UEs x APs`` candidates fit.
+_CONFIG_INT_MAX = {"num_aps": 1024, "num_ues": 100_000, "num_candidates": 1024,
+                   "horizon": 10_000_000, "reassociation_slots": 10_000_000,
+                   "min_drop_tries": 4096}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +120,13 @@ class EnvConfig:
     obs_share: str = "local"
 
     def __post_init__(self):
-        for name in ("num_aps", "num_ues", "num_candidates", "horizon", "reassociation_slots",
-                     "min_drop_tries"):
+        for name, high in _CONFIG_INT_MAX.items():
             v = getattr(self, name)
-            _require(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1,
-                     name, "an integer >= 1", v)
+            _require(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                     and 1 <= v <= high, name, f"an integer in [1, {high:,}]", v)
+        drop = self.min_drop_tries * self.num_ues * self.num_aps
+        _require(drop <= 2**28, "min_drop_tries", f"min_drop_tries x num_ues x num_aps <= 2**28 "
+                 f"(the UE drop's candidate distances; here {drop:,})", self.min_drop_tries)
         _require(self.num_candidates <= self.num_ues, "num_candidates",
                  f"1 <= num_candidates <= num_ues ({self.num_ues})", self.num_candidates)
         _require(self.num_actions ** self.num_aps <= MAX_JOINT_ACTIONS, "num_candidates",
@@ -204,21 +214,36 @@ _SHADOWING_DEFAULTS = {
 
 def _concrete(v, name: str):
     """A float64 NumPy view of ``v`` if it holds a known value; None for tracers, abstract
-    values and the non-array leaves JAX's tree utilities put in a pytree (``None``, shapes,
-    sentinels). A value of a physical field that is a string, a bool or complex (Python or NumPy
-    scalar, or an array of such a dtype) is a ``ValueError`` naming ``name``."""
+    values and the non-array leaves JAX's tree utilities put in a pytree when they rebuild one
+    (``None``, shapes, ``object()`` sentinels). A value that is not a real number or an array of
+    real numbers -- a string, a bool, a complex, a list of those, an int too large for a float --
+    is a ``ValueError`` naming ``name``."""
+    def bad(what):
+        return ValueError(f"EnvParams.{name}={v!r:.80} is invalid: a real number or an array of "
+                          f"real numbers is required, got {what}")
+
     if isinstance(v, (str, bytes, bool, complex, np.bool_)):
-        raise ValueError(f"EnvParams.{name}={v!r} is invalid: a real number or an array of "
-                         f"real numbers is required, got {type(v).__name__}")
-    if isinstance(v, (jax.core.Tracer, jax.ShapeDtypeStruct)) or not isinstance(
-            v, (int, float, np.ndarray, np.generic, jax.Array)):
+        raise bad(type(v).__name__)
+    if isinstance(v, (list, tuple)):
+        try:
+            arr = np.asarray(v)
+        except Exception:
+            raise bad("a ragged sequence") from None
+        if arr.dtype.kind not in "iuf":
+            raise bad(f"a sequence of dtype {arr.dtype}")
+        return arr.astype(np.float64)
+    if isinstance(v, numbers.Number) and not isinstance(v, (float, np.generic)):
+        try:                               # Python ints, Decimal, Fraction
+            return np.asarray(float(v), dtype=np.float64)
+        except (OverflowError, ValueError, TypeError):
+            raise bad("a number outside the float range") from None
+    if not isinstance(v, (np.ndarray, np.generic, jax.Array, float)):
         return None
     if np.dtype(v.dtype if hasattr(v, "dtype") else type(v)).kind not in "iuf":
-        raise ValueError(f"EnvParams.{name}={v!r} is invalid: a real number or an array of "
-                         f"real numbers is required, got dtype {np.dtype(v.dtype)}")
+        raise bad(f"dtype {np.dtype(v.dtype)}")
     try:
         return np.asarray(v, dtype=np.float64)
-    except Exception:  # pragma: no cover - non-addressable arrays
+    except Exception:  # a tracer (no value yet) or a non-addressable array
         return None
 
 
@@ -360,6 +385,16 @@ class EnvParams:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown EnvParams field(s): {sorted(unknown)}")
+        overrides = dict(overrides)
+        for k, v in overrides.items():
+            x = _concrete(v, k)
+            if x is None and not isinstance(v, jax.Array):     # None, object(), ...
+                raise ValueError(f"EnvParams.{k}={v!r:.80} is invalid: a real number or an array "
+                                 "of real numbers is required")
+            if isinstance(v, (list, tuple)):
+                overrides[k] = np.asarray(x, np.float32)
+            elif isinstance(v, numbers.Number) and not isinstance(v, (float, int, np.generic)):
+                overrides[k] = float(x)                       # Decimal, Fraction
         kw.update(overrides)
         params = cls(**kw)
         check_feasible(params, cfg)

@@ -79,7 +79,7 @@ import numpy as np
 from flax import struct
 
 from . import files
-from .config import EnvConfig, EnvParams, check_seed
+from .config import EnvConfig, EnvParams, check_feasible, check_seed
 from .env import Observation, Policy, rollout
 
 #: Version of the on-disk layout written by :func:`save`; :func:`load` refuses any other.
@@ -203,6 +203,7 @@ def check_content(dataset: Transitions, cfg: EnvConfig, where: str = "") -> None
     * ``obs``, ``state``, ``reward``, ``next_obs``, ``next_state``, ``rates_mbps`` are finite
       once cast to float32 (the dtype :func:`save` writes; NaN, ±inf and float32 overflow are
       refused);
+    * ``rates_mbps`` are not negative; the dataset has at least one row;
     * ``actions`` lie in ``[0, cfg.num_actions)``;
     * with ``cfg.allow_idle``, every row of ``action_mask`` and ``next_action_mask`` has a valid
       action (the idle action always is); without idle an all-False row is the environment's
@@ -225,6 +226,11 @@ def check_content(dataset: Transitions, cfg: EnvConfig, where: str = "") -> None
         ``reward[17]``, ``action_mask[3, 1]``) and what is wrong.
     """
     pre = f"{where}: " if where else ""
+    if not isinstance(dataset, Transitions):
+        raise DatasetError(f"{pre}a Transitions dataset is required, got "
+                           f"{type(dataset).__name__}")
+    if dataset.size < 1:
+        raise DatasetError(f"{pre}the dataset is empty: at least one transition is needed")
     try:
         check_shapes(dataset, cfg)
     except ValueError as e:
@@ -255,6 +261,8 @@ def check_content(dataset: Transitions, cfg: EnvConfig, where: str = "") -> None
                 bad = ~np.isfinite(x.astype(np.float32, copy=False))
             if bad.any():
                 fail(name, x, bad, lo, "is not finite (as float32)")
+            if name == "rates_mbps" and (x < 0).any():
+                fail(name, x, x < 0, lo, "is negative (a rate in Mbit/s)")
         acts = _host_chunk(dataset.actions, lo, hi)
         bad = (acts < 0) | (acts >= num_actions)
         if bad.any():
@@ -995,8 +1003,31 @@ def fingerprint(dataset_or_meta, cfg: Optional[EnvConfig] = None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def is_dataset_dir(path) -> bool:
+    """Whether ``path`` is a dataset directory this project wrote: a directory whose
+    ``meta.json`` is a JSON object with an integer ``schema_version`` and either a
+    ``meta_sha256`` that verifies (schema 2 on) or, for schema 1, a ``fingerprint`` and
+    ``fields``. A directory that merely holds some file named ``meta.json`` is not one (it is
+    never replaced by ``save(..., overwrite=True)``)."""
+    path = Path(path)
+    mpath = path / META_FILE
+    if path.is_symlink() or not path.is_dir() or not mpath.is_file():
+        return False
+    try:
+        meta = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(meta, dict) or isinstance(meta.get("schema_version"), bool) \
+            or not isinstance(meta.get("schema_version"), int):
+        return False
+    if META_SHA_KEY in meta:
+        return meta[META_SHA_KEY] == meta_sha256(meta)
+    return meta["schema_version"] == 1 and "fingerprint" in meta and "fields" in meta
+
+
 def _looks_like_dataset_or_empty(path: Path) -> bool:
-    return path.is_dir() and (not any(path.iterdir()) or (path / META_FILE).is_file())
+    return path.is_dir() and not path.is_symlink() and (not any(path.iterdir())
+                                                         or is_dataset_dir(path))
 
 
 _RESERVED = ("schema_version", "jaxrrm_version", "created_utc", "n", "fields", "fingerprint",
@@ -1184,8 +1215,9 @@ def save(path, dataset: Transitions, meta: Mapping[str, Any], overwrite: bool = 
                 raise DatasetExistsError(f"{path}: already exists; pass overwrite=True to "
                                          "replace it")
             if not _looks_like_dataset_or_empty(path):
-                raise DatasetExistsError(f"{path}: exists and is not a dataset directory (no "
-                                         f"{META_FILE}); refusing to replace it")
+                raise DatasetExistsError(f"{path}: exists and is not a dataset directory "
+                                         f"written by jaxrrm (no valid {META_FILE}); refusing to "
+                                         "replace it")
 
     refuse_existing()
     n = dataset.size
@@ -1221,11 +1253,7 @@ def save(path, dataset: Transitions, meta: Mapping[str, Any], overwrite: bool = 
         full["fingerprint"] = fingerprint(full)
         full = json.loads(json.dumps(full))  # the JSON form load sees (lists, string keys)
         full[META_SHA_KEY] = meta_sha256(full)
-        with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
-            json.dump(full, fh, indent=1, sort_keys=True, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        files.write_json(tmp / META_FILE, full, indent=1, sort_keys=True)  # fsynced
         files.fsync_dir(tmp)
         refuse_existing()
         files.replace_dir(tmp, path)  # overwrite: the old one is moved aside only now
@@ -1233,17 +1261,6 @@ def save(path, dataset: Transitions, meta: Mapping[str, Any], overwrite: bool = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return json.loads(json.dumps(full))
-
-
-def _sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(bufsize)
-            if not b:
-                break
-            sha.update(b)
-    return sha.hexdigest()
 
 
 def _read_header(path: Path):
@@ -1259,13 +1276,8 @@ def _read_header(path: Path):
         return shape, fortran, dtype, fh.tell()
 
 
-def _no_duplicate_keys(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
+def _refuse_constant(name: str):
+    raise ValueError(f"non-standard JSON constant {name} (strict JSON has no NaN / Infinity)")
 
 
 def read_meta(path) -> Dict[str, Any]:
@@ -1282,7 +1294,9 @@ def read_meta(path) -> Dict[str, Any]:
     if not mpath.is_file():
         raise DatasetError(f"{mpath}: missing (an incomplete or interrupted write?)")
     try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+        meta = json.loads(mpath.read_text(encoding="utf-8"),
+                          object_pairs_hook=files.no_duplicate_keys,
+                          parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError, OSError, RecursionError) as e:
         raise DatasetError(f"{mpath}: not valid JSON ({e})") from e
     if not isinstance(meta, dict):
@@ -1357,14 +1371,20 @@ def load(path, expected_cfg: Optional[EnvConfig] = None, verify: bool = True,
         v = meta[key]
         if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
             if key == "n":
-                raise DatasetError(f"{mpath}: n={v!r} is not a non-negative integer")
+                raise DatasetError(f"{mpath}: n={v!r} is not a positive integer")
             raise DatasetError(f"{mpath}: entry {key!r} = {v!r} has the wrong type: allowed is "
                                f"{allowed}")
     n = meta["n"]
-    if n < 0:
-        raise DatasetError(f"{mpath}: n={n!r} is not a non-negative integer")
+    if n < 1:
+        raise DatasetError(f"{mpath}: n={n!r}: a dataset holds at least one transition")
     cfg = _check_env_config_json(meta["env_config"], str(mpath))
-    _check_env_params_json(meta["env_params"], str(mpath))
+    stored_params = _check_env_params_json(meta["env_params"], str(mpath))
+    try:   # one parameter set that fits the configuration and its geometry
+        stored_params.check_shapes(cfg)
+        check_feasible(stored_params, cfg)
+    except ValueError as e:
+        raise DatasetError(f"{mpath}: entry 'env_params' does not fit 'env_config' ({e})") \
+            from None
     if expected_cfg is not None:
         if isinstance(expected_cfg, Mapping):
             expected_cfg = config_from_json(expected_cfg)
@@ -1405,7 +1425,7 @@ def load(path, expected_cfg: Optional[EnvConfig] = None, verify: bool = True,
             raise DatasetError(f"{mpath}: entry 'fields.{name}.bytes' = {entry['bytes']} but "
                                f"{fpath.name} has {got_size} bytes")
         if verify:
-            digest = _sha256_file(fpath)
+            digest = files.sha256_file(fpath)
             if digest != entry["sha256"]:
                 raise DatasetError(f"{fpath}: SHA-256 mismatch (corrupt file): {digest} != "
                                    f"{entry['sha256']} recorded in {META_FILE}")

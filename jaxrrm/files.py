@@ -12,6 +12,7 @@ never a part of either; :func:`replace_dir` does the same for a whole directory.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -78,9 +79,11 @@ def write_atomic(path: Union[str, Path], payload: Union[bytes, str]) -> Path:
     return path
 
 
-def write_json(path: Union[str, Path], obj: Any, indent: int = 2) -> Path:
-    """:func:`write_atomic` of :func:`dumps` ``(obj, indent=indent)`` plus a final newline."""
-    return write_atomic(path, dumps(obj, indent=indent) + "\n")
+def write_json(path: Union[str, Path], obj: Any, indent: int = 2, sort_keys: bool = False
+               ) -> Path:
+    """:func:`write_atomic` (fsynced) of :func:`dumps` ``(obj, indent=indent,
+    sort_keys=sort_keys)`` plus a final newline."""
+    return write_atomic(path, dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
 
 
 def fsync_dir(path: Union[str, Path]) -> None:
@@ -118,3 +121,23 @@ def replace_dir(tmp: Union[str, Path], path: Union[str, Path]) -> None:
     fsync_dir(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def sha256_file(path: Union[str, Path], bufsize: int = 1 << 22) -> str:
+    """SHA-256 (hex) of a file's bytes, read in blocks of ``bufsize``."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(bufsize), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def no_duplicate_keys(pairs):
+    """``json.loads(..., object_pairs_hook=no_duplicate_keys)``: a JSON object that names a key
+    twice is a ``ValueError`` (the standard parser silently keeps the last one)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out

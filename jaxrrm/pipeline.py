@@ -293,7 +293,8 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
 
     Raises:
       jaxrrm.data.DatasetError: a cache entry exists but is corrupted (the message says which
-        file; delete the entry or pass ``rebuild=True``).
+        file; delete the entry or pass ``rebuild=True``), or holds another dataset than its
+        name says (another spec, environment parameters, behaviour or size).
     """
     t0 = time.perf_counter()
     entry = Path(cache_dir) / cache_name(spec, cfg, params)
@@ -302,6 +303,15 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
                                      or (entry / "behaviour_params.json").exists())
     if complete and not rebuild:
         dataset, meta = data.load(ds_path, expected_cfg=cfg)
+        want = {"spec": files.to_json(dataclasses.asdict(spec)),
+                "env_params": data.params_to_json(params), "behaviour": spec.behaviour,
+                "n": spec.size}
+        diffs = [k for k, v in want.items() if meta.get(k) != v]
+        if diffs:
+            raise data.DatasetError(
+                f"{ds_path}: the cache entry was made for another dataset than its name says "
+                f"(differing: {', '.join(diffs)}); delete it or pass rebuild=True "
+                "(--rebuild-dataset)")
         bparams = (load_behaviour_params(entry, _params_template(spec, cfg, params))
                    if spec.online else None)
         return Behaviour(dataset, meta, ds_path,

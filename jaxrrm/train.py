@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
 
 import jax
@@ -300,6 +301,17 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
             format), does not fit this trainer's state, has a history that disagrees with its
             step, or no step of it verifies (:class:`jaxrrm.checkpoint.CorruptCheckpointError`).
         """
+        if checkpoint_dir is not None:   # every argument checked before any work
+            require(is_int(checkpoint_every_chunks) and checkpoint_every_chunks >= 1,
+                    "checkpoint_every_chunks", "an integer >= 1", checkpoint_every_chunks)
+            require(is_int(checkpoint_keep) and checkpoint_keep >= 1, "checkpoint_keep",
+                    "an integer >= 1", checkpoint_keep)
+            probe = os.path.abspath(os.fspath(checkpoint_dir))
+            while not os.path.lexists(probe):
+                probe = os.path.dirname(probe)
+            if not os.path.isdir(probe):
+                raise ckpt_lib.CheckpointError(
+                    f"checkpoint_dir {checkpoint_dir}: {probe} exists and is not a directory")
         data_lib.check_shapes(dataset, env_cfg)
         data_lib.check_content(dataset, env_cfg, "the training dataset")  # no NaN, valid actions
         fingerprint = (None if checkpoint_dir is None

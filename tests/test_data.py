@@ -46,6 +46,7 @@ def synthetic(n: int, cfg: EnvConfig = CFG, seed: int = 0, reward=None,
         out[name][..., cfg.idle_action] = True
     out["actions"] = np.argmax(np.where(out["action_mask"], rng.random(out["action_mask"].shape),
                                         -1.0), axis=-1).astype(np.int32)
+    out["rates_mbps"] = np.abs(out["rates_mbps"])     # rates are not negative
     out["episode"] = (np.arange(n) // cfg.horizon).astype(np.int32)
     out["t"] = (np.arange(n) if row_ids else np.arange(n) % cfg.horizon).astype(np.int32)
     if reward is not None:

@@ -93,6 +93,7 @@ def tiny_trainer(num_seeds: int):
             fields[name] = np.full(shape, "mask" in name)
         else:
             fields[name] = rng.integers(0, cfg.num_actions, size=shape).astype(dt)
+    fields["rates_mbps"] = np.abs(fields["rates_mbps"])    # rates are not negative
     return train.make_train(cfg, params, lc, tc), data.Transitions(**fields)
 
 

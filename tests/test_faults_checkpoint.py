@@ -380,3 +380,17 @@ def test_older_or_newer_format_refused(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match=older) as info:
         ckpt.restore(old, LIKE, META)
     assert type(info.value) is ckpt.CheckpointError  # refused, not skipped as damaged
+
+
+def test_checkpoint_arguments_checked_before_training(trainer, dataset, tmp_path):
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    calls = []
+    cb = lambda c, m: calls.append(c)  # noqa: E731
+    with pytest.raises(ckpt.CheckpointError, match="not a directory"):
+        trainer.train(jax.random.key(5), dataset, callback=cb, checkpoint_dir=a_file / "sub")
+    for keep in (0, 1.5):
+        with pytest.raises(ValueError, match="checkpoint_keep"):
+            trainer.train(jax.random.key(5), dataset, callback=cb,
+                          checkpoint_dir=tmp_path / "c", checkpoint_keep=keep)
+    assert calls == [] and not (tmp_path / "c").exists()      # nothing trained, nothing made

@@ -298,3 +298,75 @@ def test_ctrl_c_exits_130_with_nothing_written(tmp_path):
             list(tmp_path.iterdir())
         if cache.exists():
             assert not [p for p in cache.iterdir() if p.name.startswith(".")]
+
+
+def test_review_round_two_paths_and_markers(tmp_path, capsys, no_work, monkeypatch):
+    """Holes a second hostile review found: planted marker / meta.json files, the data cache
+    inside --out, the current directory as --out, names too long for the atomic write."""
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "thesis.tex").write_text("mine")
+    (planted / common.RESULTS_MARKER).write_text("")           # an empty marker
+    assert "not a jaxrrm results directory" in _run_refused(
+        capsys, "ctde", ["--out", str(planted), "--overwrite"])
+    (planted / common.RESULTS_MARKER).write_text('{"writer": "someone"}')
+    assert not common.is_results_dir(planted)
+    (planted / "meta.json").write_text("{}")                   # a planted dataset meta
+    line = _run_refused(capsys, "collect", ["--behaviour", "tdm", "--size", "5", "--out",
+                                            str(planted), "--overwrite", "--no-progress"])
+    assert "not a dataset directory written by jaxrrm" in line
+    assert (planted / "thesis.tex").read_text() == "mine"
+    # the dataset cache inside the output directory
+    out = tmp_path / "R"
+    assert "inside --out" in _run_refused(capsys, "ctde", ["--out", str(out), "--data-dir",
+                                                           str(out / "cache")])
+    assert not out.exists()
+    # the current directory and its parents; a name too long for the hidden siblings
+    monkeypatch.chdir(tmp_path)
+    for bad in (".", "", "./", ".."):
+        assert "current directory" in _run_refused(capsys, "ctde", ["--out", bad,
+                                                                   "--overwrite"])
+    assert "too long" in _run_refused(capsys, "ctde", ["--out", "x" * 240])
+    assert "too long" in _run_refused(capsys, "collect", ["--behaviour", "tdm", "--size", "5",
+                                                          "--out", "y" * 240, "--no-progress"])
+
+
+@pytest.mark.parametrize("name, argv, needle", [
+    ("ctde", ["--cql-alpha", "1e39"], "--cql-alpha"),
+    ("cql_alpha", ["--alphas", "1e39"], "--alphas"),
+    ("ctde", ["--learners", "bc", "--cql-alpha", "7"], "only for the CQL learners"),
+    ("ctde", ["--learners", "bc", "--backbone", "dqn", "--gamma", "0.3"],
+     "--backbone, --gamma: only for the CQL learners"),
+    ("ctde", ["--behaviour", "sac", "--dataset-size", "1000", "--behaviour-train-steps", "10"],
+     "less than the dataset size"),
+    ("ctde", ["--env", "horizon=3000000000"], "horizon"),
+    ("ctde", ["--env", "min_drop_tries=100000000"], "min_drop_tries"),
+    ("ctde", ["--hidden", "999999999,9"], "--hidden"),
+])
+def test_review_round_two_flags(capsys, no_work, name, argv, needle):
+    assert needle in _run_refused(capsys, name, argv)
+
+
+@pytest.mark.parametrize("name", ["env_throughput", "train_throughput", "scaling",
+                                  "distributed_scaling", "gpu_suite", "report"])
+def test_benchmark_clis_refuse_bad_out_and_counts_before_work(tmp_path, capsys, name):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{name}").main
+    user = tmp_path / "notes.txt"
+    user.write_text("mine")
+    for argv, needle in ([["--out", str(user)], "was not written by this benchmark"],
+                         [["--out", str(tmp_path)], "is a directory"],
+                         [["--out", str(user / "x.json")], "not a directory"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and needle in err and "Traceback" not in err, (argv, err)
+    assert user.read_text() == "mine"
+    count_flag = {"env_throughput": "--horizon", "train_throughput": "--batch",
+                  "scaling": "--episodes", "distributed_scaling": "--seeds",
+                  "gpu_suite": "--budget-s"}.get(name)
+    if count_flag:
+        with pytest.raises(SystemExit) as e:
+            main([count_flag, "-1"])
+        assert e.value.code == 2 and count_flag in capsys.readouterr().err

@@ -127,7 +127,8 @@ def test_collected_data_pass_check_content(collected):
     data.check_content(a, CFG)
     data.check_content(b, CFG, where="somewhere")
     data.check_content(data.to_device(a), CFG)  # JAX leaves
-    data.check_content(jax.tree.map(lambda x: x[:0], a), CFG)  # empty
+    with pytest.raises(DatasetError, match="empty"):        # nothing to learn from
+        data.check_content(jax.tree.map(lambda x: x[:0], a), CFG)
 
 
 @pytest.mark.parametrize("label,corrupt,name,index,problem", GARBAGE,
@@ -419,3 +420,46 @@ def test_combinations_pass_check_content_and_round_trip(tmp_path, collected):
             np.testing.assert_array_equal(getattr(loaded, f), np.asarray(getattr(ds, f)),
                                           err_msg=f"{name}.{f}")
         assert data.fingerprint(meta) == data.fingerprint(ds, CFG) == meta["fingerprint"]
+
+
+def test_review_round_two_content_and_meta(tmp_path):
+    """Empty datasets, negative rates, non-datasets, NaN tokens in meta.json and env_params that
+    do not fit the env_config (re-signed) are refused."""
+    import json
+
+    from jaxrrm import EnvConfig, EnvParams, data
+
+    cfg = EnvConfig(num_aps=2, num_ues=4, num_candidates=2, horizon=5)
+    ds, meta = data.collect(0, "full_reuse", EnvParams.create(cfg), cfg, 10)
+    with pytest.raises(data.DatasetError, match="empty"):
+        data.check_content(jax.tree.map(lambda x: x[:0], ds), cfg)
+    with pytest.raises(data.DatasetError, match="Transitions dataset is required"):
+        data.check_content("str", cfg)
+    rates = np.array(ds.rates_mbps)
+    rates[3, 1] = -1.0
+    with pytest.raises(data.DatasetError, match=r"rates_mbps\[3, 1\].*negative"):
+        data.save(tmp_path / "neg", ds.replace(rates_mbps=rates), meta)
+    assert not (tmp_path / "neg").exists()
+    path = tmp_path / "ok"
+    data.save(path, ds, meta)
+    assert data.is_dataset_dir(path) and not data.is_dataset_dir(tmp_path)
+    mpath = path / data.META_FILE
+    good = json.loads(mpath.read_text())
+
+    def resign(m):
+        m[data.META_SHA_KEY] = data.meta_sha256(m)
+        mpath.write_text(json.dumps(m))
+
+    bad = json.loads(json.dumps(good))
+    bad["env_params"]["tx_power_dbm"] = [30.0, 30.0, 30.0]         # 3 values for 2 APs
+    resign(bad)
+    with pytest.raises(data.DatasetError, match="does not fit 'env_config'"):
+        data.load(path)
+    bad = json.loads(json.dumps(good))
+    bad["env_params"]["min_distance_m"] = 1e5                     # infeasible geometry
+    resign(bad)
+    with pytest.raises(data.DatasetError, match="infeasible"):
+        data.load(path)
+    mpath.write_text('{"x": NaN, ' + json.dumps(good)[1:])
+    with pytest.raises(data.DatasetError, match="NaN"):
+        data.load(path)

@@ -163,3 +163,29 @@ def test_every_baseline_finite_at_extreme_valid_settings(cfg):
                 bad = ~np.isfinite(leaf).reshape(len(param_sets), -1).all(axis=1)
                 assert not bad.any(), (name, jax.tree_util.keystr(path),
                                        [param_sets[i] for i in np.flatnonzero(bad)][:1])
+
+
+@pytest.mark.parametrize("value", [[500.0, 500.0, 500.0], ["30", "30", "30"], [-500.0], None,
+                                   object(), 10**400, [[1.0], [2.0, 3.0]]])
+def test_sequences_none_objects_and_huge_ints_refused(value):
+    with pytest.raises(ValueError, match="tx_power_dbm"):
+        EnvParams.create(CFG, tx_power_dbm=value)
+
+
+def test_sequences_and_number_types_become_arrays_and_floats():
+    from decimal import Decimal
+    from fractions import Fraction
+
+    p = EnvParams.create(CFG, tx_power_dbm=[30.0, 20.0, 25.0], pf_lambda=Fraction(1, 2),
+                         area_side_m=Decimal("400"))
+    assert isinstance(p.tx_power_dbm, np.ndarray) and p.tx_power_dbm.dtype == np.float32
+    assert p.pf_lambda == 0.5 and p.area_side_m == 400.0
+    env.reset(jax.random.key(0), p, CFG)
+
+
+@pytest.mark.parametrize("field, value", [("horizon", 3_000_000_000), ("num_aps", 5000),
+                                          ("reassociation_slots", 3_000_000_000),
+                                          ("min_drop_tries", 100_000_000)])
+def test_config_integer_upper_bounds(field, value):
+    with pytest.raises(ValueError, match=field):
+        EnvConfig(**{field: value})

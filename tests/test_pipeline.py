@@ -41,6 +41,19 @@ def test_cache_name_tracks_the_full_configuration(params):
     assert name not in others and len(others) == 4
 
 
+def test_cache_entry_holding_another_dataset_refused(params, tmp_path):
+    """A cache entry whose content is not what its name says (e.g. another dataset written
+    into it) is refused, not silently reused under the wrong label."""
+    spec = pipeline.DatasetSpec("tdm", size=50)
+    first = pipeline.load_or_build(spec, CFG, params, tmp_path)
+    other, meta = data.collect(0, "exhaustive", params, CFG, 10)
+    data.save(first.path, other, meta, overwrite=True)
+    with pytest.raises(data.DatasetError, match="another dataset than its name says"):
+        pipeline.load_or_build(spec, CFG, params, tmp_path)
+    again = pipeline.load_or_build(spec, CFG, params, tmp_path, rebuild=True)
+    assert again.built and again.dataset.size == 50
+
+
 def test_load_or_build_makes_once_then_reuses(params, tmp_path):
     spec = pipeline.DatasetSpec("full_reuse", size=400, epsilon=0.2)
     calls = []
