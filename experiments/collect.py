@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="episodes per evaluation seed (4 seeds; default 64)")
     add_env_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from experiments.common import add_compile_cache_argument
+
+    add_compile_cache_argument(p)
     return p
 
 

@@ -160,6 +160,7 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    common.add_compile_cache_argument(p)
 
 
 def _hidden(text: str) -> tuple:

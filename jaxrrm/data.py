@@ -836,10 +836,6 @@ def sample(key, dataset: Transitions, batch_size: int) -> Transitions:
     return jax.tree.map(lambda x: jnp.asarray(x)[idx], dataset)
 
 
-sample_jit = jax.jit(sample, static_argnames=("batch_size",))
-"""``jax.jit`` of :func:`sample` with ``batch_size`` static."""
-
-
 # --------------------------------------------------------------------------------------------
 # Metadata helpers and fingerprints
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ and :class:`QMixer`, the QMIX monotonic mixer of per-agent utilities conditioned
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -232,11 +232,6 @@ def masked_argmax(x, mask):
     return jnp.argmax(mask_logits(x, mask), axis=-1).astype(jnp.int32)
 
 
-def masked_max(x, mask):
-    """Max over valid actions along the last axis: ``[..., A] -> [...]``."""
-    return jnp.max(mask_logits(x, mask), axis=-1)
-
-
 def masked_log_softmax(logits, mask):
     """Log-probabilities of the masked categorical: ``[..., A]``; masked entries ~ ``MASK_VALUE``.
 
@@ -264,14 +259,3 @@ def ensemble_init(net: nn.Module, key, example, num: int):
 def ensemble_apply(net: nn.Module, params, x):
     """Apply every member of an ensemble to the same input: ``[num, *net(x).shape]``."""
     return jax.vmap(lambda p: net.apply(p, x))(params)
-
-
-def num_params(params) -> int:
-    """Total number of scalars in a parameter pytree."""
-    return int(sum(jnp.size(p) for p in jax.tree.leaves(params)))
-
-
-def one_hot_agent_ids(num_agents: int, dtype=jnp.float32, batch_shape: Optional[tuple] = None):
-    """``[*batch_shape, I, I]`` identity rows (the agent-id features of the shared variant)."""
-    eye = jnp.eye(num_agents, dtype=dtype)
-    return eye if batch_shape is None else jnp.broadcast_to(eye, tuple(batch_shape) + eye.shape)

@@ -20,6 +20,10 @@ if os.environ.get("JAXRRM_TEST_FULL_OPT", "0") in ("", "0"):
     if "xla_backend_optimization_level" not in _flags:
         os.environ["XLA_FLAGS"] = (_flags + " --xla_backend_optimization_level=0").strip()
 
+# The CLIs' persistent compilation cache stays off in tests run in-process (it is global to the
+# process); tests/test_faults_cli.py turns it on in a subprocess.
+os.environ.setdefault("JAXRRM_NO_COMPILE_CACHE", "1")
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

@@ -370,3 +370,30 @@ def test_benchmark_clis_refuse_bad_out_and_counts_before_work(tmp_path, capsys, 
         with pytest.raises(SystemExit) as e:
             main([count_flag, "-1"])
         assert e.value.code == 2 and count_flag in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_persistent_compilation_cache(tmp_path):
+    """The CLIs keep JAX's compilation cache between runs (on by default; --no-compile-cache
+    and JAXRRM_NO_COMPILE_CACHE=1 turn it off); the second run's results are the same."""
+    cache = tmp_path / "jaxcache"
+    env = {k: v for k, v in os.environ.items() if k != "JAXRRM_NO_COMPILE_CACHE"}
+    env["JAXRRM_COMPILE_CACHE"] = str(cache)
+    cmd = [sys.executable, "-m", "experiments.collect", "--behaviour", "exhaustive", "--size",
+           "40", "--no-progress"] + SMALL_ENV
+    r1 = subprocess.run(cmd + ["--out", str(tmp_path / "a"), "--no-compile-cache"], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=300)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert not cache.exists()
+    r2 = subprocess.run(cmd + ["--out", str(tmp_path / "b")], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert cache.is_dir() and any(cache.iterdir())
+    r3 = subprocess.run(cmd + ["--out", str(tmp_path / "c")], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    from jaxrrm import data
+
+    a, b, c = (data.load(tmp_path / n)[0] for n in "abc")
+    np.testing.assert_array_equal(a.reward, b.reward)
+    np.testing.assert_array_equal(b.reward, c.reward)

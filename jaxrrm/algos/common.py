@@ -20,7 +20,7 @@ Shapes: ``E`` parallel environments, ``I`` APs, ``D = 2N`` observation length, `
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -302,12 +302,6 @@ def linear_schedule(start: float, end: float, steps) -> Callable:
         frac = jnp.minimum(jnp.asarray(n, jnp.float32) / float(max(steps, 1)), 1.0)
         return start + (end - start) * frac
     return f
-
-
-def tree_mean(xs: Sequence[dict]) -> dict:
-    """Mean of each key over a sequence of metric dicts (host side)."""
-    keys = xs[0].keys()
-    return {k: sum(float(x[k]) for x in xs) / len(xs) for k in keys}
 
 
 # --------------------------------------------------------------------------------------------

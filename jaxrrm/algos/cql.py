@@ -784,18 +784,6 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
 # Module-level API
 # --------------------------------------------------------------------------------------------
 
-def init(key, env_cfg: EnvConfig, cql_cfg: CQLConfig) -> CQLState:
-    """Initial :class:`CQLState` (critics, targets = critics, actor, temperatures, optimizers)."""
-    return make_learner(env_cfg, cql_cfg).init(key)
-
-
-def update(state: CQLState, batch: Transitions, key, env_cfg: EnvConfig, cql_cfg: CQLConfig):
-    """One gradient step on ``batch``: ``(state, metrics)``. Under ``jit`` pass the configs as
-    static arguments (``jax.jit(update, static_argnums=(3, 4))``), or use
-    ``make_learner(env_cfg, cql_cfg).update``."""
-    return make_learner(env_cfg, cql_cfg).update(state, batch, key)
-
-
 def policy(params, cql_cfg: CQLConfig, env_cfg: EnvConfig, greedy: bool = True,
            epsilon: Optional[float] = None):
     """The learned policy as a jaxrrm Policy ``(key, obs, env_state, env_params) -> [I] int32``.
