@@ -9,8 +9,8 @@
    ``--learners`` names ``qmix``), all seeds of a learner in one vmapped, scanned run
    (:mod:`jaxrrm.train`), with progress bars showing losses and Q-values;
 3. evaluates every learner (greedy, after the last update), the behaviour policy and the
-   baselines on the same held-out test episodes of each seed (paired), and reports DESIGN §3's
-   metrics as mean ± 95% CI over seeds, relative score seed by seed against TDM, and every
+   baselines on the same held-out test episodes of each seed (paired), and reports docs/design.md
+   §3's metrics as mean ± 95% CI over seeds, relative score seed by seed against TDM, and every
    method against the best heuristic (the non-oracle baseline of largest mean score, which
    ``reward_greedy`` usually is): paired score difference and the fraction of the exhaustive
    oracle's headroom it captures (``summary.json["versus_best_heuristic"]``).
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.ctde",
         description=(
-            "Offline multi-agent RL for multi-AP scheduling (DESIGN.md): make or reuse a "
+            "Offline multi-agent RL for multi-AP scheduling (docs/design.md): make or reuse a "
             "behaviour dataset, train C-, I- and CTDE-MARL-CQL and BC for every seed (vmapped), "
             "and evaluate them beside the behaviour policy and the baselines on the same test "
             "episodes: sum rate, 5th-percentile rate, score = sum + K x 5%%-rate and score "

@@ -1,4 +1,4 @@
-"""Study: the PF exponent λ of the reward, r = (1/K) Σ_j w_j^λ C_j (DESIGN §1), and the
+"""Study: the PF exponent λ of the reward, r = (1/K) Σ_j w_j^λ C_j (docs/design.md §1), and the
 sum-rate vs tail-rate frontier it traces.
 
     python -m experiments.lambda_sweep                        # λ ∈ {0.5, 0.6, 0.7, 0.8, 0.9}

@@ -1,6 +1,6 @@
 """Study: reward design — the paper's PF-weighted reward r = (1/K) Σ_j w_j^λ C_j against the
-``log_utility`` reward r = (1/K) Σ_j [log C̄_j(t) − log C̄_j(t−1)] (DESIGN §1). Which trains the
-better scheduler by score, and does either learner game its reward (high return, poor tail)?
+``log_utility`` reward r = (1/K) Σ_j [log C̄_j(t) − log C̄_j(t−1)] (docs/design.md §1). Which trains
+the better scheduler by score, and does either learner game its reward (high return, poor tail)?
 
     python -m experiments.reward_design
     python -m experiments.reward_design --rewards pf log_utility --learners ctde centralized

@@ -1,7 +1,7 @@
 """jaxrrm: offline multi-agent RL for radio resource management, in JAX.
 
 The simulator (``units``, ``config``, ``topology``, ``channel``, ``radio``, ``env``), evaluation
-(``metrics``) and heuristic policies (``baselines``). See DESIGN.md for the system model.
+(``metrics``) and heuristic policies (``baselines``). See docs/design.md for the system model.
 """
 
 from . import baselines, channel, config, env, metrics, radio, rrm_env, topology, units

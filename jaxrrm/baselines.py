@@ -1,4 +1,4 @@
-"""Heuristic scheduling policies and the exhaustive oracle (DESIGN.md §4).
+"""Heuristic scheduling policies and the exhaustive oracle (docs/design.md §4).
 
 Each factory returns a pure :data:`jaxrrm.env.Policy` ``(key, obs, state, params) -> [I] int32``,
 cached per configuration so that rolling the same baseline out twice does not recompile.
@@ -133,8 +133,9 @@ def reward_greedy_metric(obs, params, cfg: EnvConfig):
     """Per-candidate reward-greedy metric :math:`w_j^{\\lambda} \\log_2(1 + \\widehat{\\mathrm{SINR}}_j)`.
 
     The slot's own contribution of candidate ``j`` to the PF reward
-    :math:`\\frac1K \\sum_j w_j^{\\lambda} C_j` (DESIGN §1), up to the common factor ``B / K``, with
-    the all-APs-active SINR estimate in place of the executed SINR; ``lambda = params.pf_lambda``.
+    :math:`\\frac1K \\sum_j w_j^{\\lambda} C_j` (docs/design.md §1), up to the common factor
+    ``B / K``, with the all-APs-active SINR estimate in place of the executed SINR;
+    ``lambda = params.pf_lambda``.
 
     Returns:
       ``[I, N]`` float32 (unitless; 1/(Mbit/s)^lambda times bit/s/Hz).

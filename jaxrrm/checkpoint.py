@@ -1,4 +1,4 @@
-"""Checkpoints of the training state with orbax-checkpoint (DESIGN.md §4, issue 4).
+"""Checkpoints of the training state with orbax-checkpoint (docs/design.md §4).
 
 A checkpoint directory holds one sub-directory per saved step (``<directory>/<step>/``), each
 with three orbax items:

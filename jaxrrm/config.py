@@ -11,7 +11,7 @@ JAX array); leaves that are tracers (inside ``jit``/``vmap``) are not checked th
 values are unknown: build parameters outside of traced code, where they are checked.
 
 Which defaults are assumptions: the paper (Eldeeb & Alves, arXiv 2501.12991) does not publish its
-simulation constants; the values here follow DESIGN.md §1 (multi-AP scheduling setups in the
+simulation constants; the values here follow docs/design.md §1 (multi-AP scheduling setups in the
 tradition of Naderializadeh et al., arXiv 2002.06215) and 3GPP TR 38.901 for the channel.
 """
 
@@ -73,7 +73,7 @@ class EnvConfig:
       allow_idle: if True, action ``N`` means "stay silent" (``N + 1`` actions per AP).
       pathloss_model: one of ``"umi"`` (3GPP 38.901 UMi-Street Canyon), ``"inh_office"``
         (38.901 InH-Office mixed), ``"log_distance"``, ``"free_space"``.
-      reward: ``"pf"`` (the paper's PF-weighted rate, DESIGN §1) or ``"log_utility"``.
+      reward: ``"pf"`` (the paper's PF-weighted rate, docs/design.md §1) or ``"log_utility"``.
       ap_layout: ``"grid"`` (centres of a near-square grid over the area; default 2x2 for 4 APs)
         or ``"random"`` (uniform over the area, new each episode). Ignored if ``ap_positions_m``
         is given.
@@ -84,8 +84,8 @@ class EnvConfig:
       min_drop_tries: candidate positions drawn per UE for the minimum-distance drop (>= 1).
 
     Observation options (information for coordination; all off by default, which is the paper's
-    local observation of DESIGN §2 and the main job's reference). Each AP's *own* features are
-    its ``2N`` local features, followed with ``obs_interference`` by ``N (I - 1)`` more; see
+    local observation of docs/design.md §2 and the main job's reference). Each AP's *own* features
+    are its ``2N`` local features, followed with ``obs_interference`` by ``N (I - 1)`` more; see
     :func:`jaxrrm.env.observe` for the exact layout and what an AP has to signal per slot:
 
       obs_interference: per candidate, the interference-to-noise ratio from each other AP,
@@ -285,7 +285,7 @@ MAX_DROP_FALLBACK = 1e-6
 class EnvParams:
     """Physical parameters of the environment (a pytree: every field may be batched for ``vmap``).
 
-    Attributes (defaults are DESIGN.md §1's; units in the names):
+    Attributes (defaults are docs/design.md §1's; units in the names):
       area_side_m: side of the square deployment area, m (500).
       ap_height_m, ue_height_m: antenna heights, m (10, 1.5).
       min_distance_m: minimum 2-D AP-UE distance of a UE drop, m (10; 38.901's UMi validity bound).
@@ -480,5 +480,5 @@ def check_feasible(params: EnvParams, cfg: EnvConfig) -> None:
 
 
 def default_config() -> EnvConfig:
-    """DESIGN.md §1's default scenario: 4 APs, 24 UEs, N = 3, T = 200, UMi, PF reward."""
+    """docs/design.md §1's default scenario: 4 APs, 24 UEs, N = 3, T = 200, UMi, PF reward."""
     return EnvConfig()

@@ -27,7 +27,7 @@ Where the leaves live. Functions that build datasets on the host (:func:`collect
 read-only memory maps of the files); :func:`to_device` (or ``jax.device_put``) moves a dataset to
 an accelerator once, after which :func:`sample` draws minibatches there inside jitted code.
 
-Two ways to make a dataset (DESIGN.md §4):
+Two ways to make a dataset (docs/design.md §4):
 
 * rollouts of a finished policy, :func:`collect_policy` (any :data:`jaxrrm.env.Policy`, with
   optional epsilon-exploration, :func:`epsilon_greedy`; the random walk is :func:`uniform_policy`;

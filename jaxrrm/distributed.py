@@ -1,4 +1,4 @@
-"""Scale out: device meshes, episodes and seeds sharded over devices and hosts (DESIGN.md §5).
+"""Scale out: device meshes, episodes and seeds sharded over devices and hosts (docs/design.md §5).
 
 Everything here is JAX's own runtime: a 1-D :class:`jax.sharding.Mesh` named ``"batch"`` over the
 devices of every process, :class:`jax.sharding.NamedSharding` placements, :func:`jax.shard_map`
@@ -29,7 +29,7 @@ results are the unsharded ones up to float32 rounding: XLA compiles the per-devi
 its own batch size (``B/D`` rows), and on CPU a reduction or a fused elementwise operation may
 round differently for another shape (even the *unsharded* program is not bitwise invariant to
 the number of seeds). In ``tests/test_distributed.py`` (4 CPU devices) most per-UE rates are
-bitwise equal and all agree to 1e-5 relative, so the metrics of DESIGN.md §3 agree to that
+bitwise equal and all agree to 1e-5 relative, so the metrics of docs/design.md §3 agree to that
 precision; after 20 CQL updates parameters and losses agree to about 1e-5 relative (checked at
 ``rtol=1e-4``). Training is chaotic, so over long runs a sharded and an unsharded run drift
 apart like runs on different hardware; their statistics over seeds do not.

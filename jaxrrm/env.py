@@ -1,6 +1,6 @@
 """The multi-AP scheduling environment: pure ``reset`` / ``step``, observations, rollouts.
 
-The Markov game of DESIGN.md §2. With ``I = cfg.num_aps``, ``K = cfg.num_ues``,
+The Markov game of docs/design.md §2. With ``I = cfg.num_aps``, ``K = cfg.num_ues``,
 ``N = cfg.num_candidates`` and ``A = cfg.num_actions`` (``N + 1`` with idle):
 
 * ``reset(key, params, cfg) -> (obs, state)``
@@ -13,9 +13,9 @@ close over it), everything else is a pytree, so both ``jit``, ``vmap`` (over key
 The randomness of a step is only the fading innovation; :func:`transition` is the deterministic
 rest, given that innovation (it is what the NumPy reference in :mod:`jaxrrm.reference` mirrors).
 
-Order within a step (DESIGN §1): the observation at slot ``t`` describes the channel and PF weights
-of slot ``t``; the actions are executed on that channel; then the PF averages are updated, the
-fading advances to ``t + 1`` (and, with mobility, UEs move), and the next observation is made.
+Order within a step (docs/design.md §1): the observation at slot ``t`` describes the channel and PF
+weights of slot ``t``; the actions are executed on that channel; then the PF averages are updated,
+the fading advances to ``t + 1`` (and, with mobility, UEs move), and the next observation is made.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def tx_power_w(params: EnvParams):
 
 
 def noise_w(params: EnvParams):
-    """Noise power :math:`N_0 B F` in W (DESIGN §1: -97 dBm for the default)."""
+    """Noise power :math:`N_0 B F` in W (docs/design.md §1: -97 dBm for the default)."""
     return thermal_noise_w(params.bandwidth_hz, params.noise_figure_db, params.noise_psd_dbm_hz)
 
 

@@ -1,4 +1,4 @@
-"""Evaluation of any policy over many episodes and seeds (DESIGN.md §3).
+"""Evaluation of any policy over many episodes and seeds (docs/design.md §3).
 
 A *seed* is one independent evaluation: its own set of ``E`` episodes (new UE drops, shadowing,
 fading). Metrics are computed per seed and then summarized across seeds as mean and 95% CI.

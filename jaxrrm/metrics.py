@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN.md §3) and confidence intervals.
+"""Evaluation metrics (docs/design.md §3) and confidence intervals.
 
 Input everywhere is ``ue_rates``: ``[E, K]`` per-UE average rates :math:`R_j` in Mbit/s over
 ``E`` evaluation episodes (what :func:`jaxrrm.env.rollout` returns as ``ue_rates_mbps``).
@@ -60,7 +60,7 @@ def relative_score(score_value, tdm_score):
 
 
 def all_metrics(ue_rates, mu, tdm_score=None) -> dict:
-    """Every DESIGN §3 metric of one set of episodes as Python floats.
+    """Every docs/design.md §3 metric of one set of episodes as Python floats.
 
     Returns:
       ``{"sum_rate", "p5_rate", "score"}`` and ``"relative_score"`` if ``tdm_score`` is given.

@@ -1,8 +1,8 @@
 """Radio layer: SINR, Shannon rates, proportional-fair (PF) averages, weights and rewards.
 
 Pure, shape-documented functions of one network snapshot; batch them with ``vmap``.
-Notation (DESIGN.md §1): ``I`` APs, ``K`` UEs, ``g[i, j]`` the linear channel power gain from AP
-``i`` to UE ``j``, ``P_i`` AP ``i``'s transmit power, ``N`` the noise power (all in W).
+Notation (docs/design.md §1): ``I`` APs, ``K`` UEs, ``g[i, j]`` the linear channel power gain from
+AP ``i`` to UE ``j``, ``P_i`` AP ``i``'s transmit power, ``N`` the noise power (all in W).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def log_utility_reward(avg_new, avg_old):
 
     Summed over an episode it telescopes to the change of the PF utility
     :math:`\\frac{1}{K}\\sum_j \\log \\bar C_j`, so it cannot be inflated by starving users (an
-    option of ours, not the paper's; DESIGN §1).
+    option of ours, not the paper's; docs/design.md §1).
 
     Args:
       avg_new, avg_old: ``[K]`` float, Mbit/s, > 0.

@@ -1,6 +1,6 @@
 """A plain NumPy (float64) reference implementation of the simulator.
 
-This module re-implements, independently of the JAX code, the system model of DESIGN.md §1–3:
+This module re-implements, independently of the JAX code, the system model of docs/design.md §1–3:
 units, 3GPP TR 38.901 path loss and LOS probabilities, large-scale gains, association, SINR,
 rates, proportional-fair (PF) averages, weights and rewards, observations, the episode's
 ``init_state`` / ``transition`` (mirroring :func:`jaxrrm.env.init_state` and

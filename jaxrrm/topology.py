@@ -21,7 +21,7 @@ def grid_positions(num_aps: int, area_side_m):
     """Centres of the first ``num_aps`` cells of a near-square grid over the area.
 
     The grid has :math:`c = \\lceil\\sqrt{I}\\rceil` columns and :math:`\\lceil I/c \\rceil` rows;
-    cells are filled row by row. ``I = 4`` gives the 2x2 grid of DESIGN §1:
+    cells are filled row by row. ``I = 4`` gives the 2x2 grid of docs/design.md §1:
     (125, 125), (375, 125), (125, 375), (375, 375) m for a 500 m area.
 
     Args:

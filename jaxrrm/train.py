@@ -1,4 +1,4 @@
-"""Offline training loop: chunks of scanned minibatch updates, vmapped over seeds (DESIGN.md §4).
+"""Offline training: chunks of scanned minibatch updates, vmapped over seeds (docs/design.md §4).
 
 The update loop is compiled once per (learner config, train config, dataset shape, number of
 seeds) as :attr:`Trainer.run_chunk`: a ``jit`` of a ``vmap`` over seeds of a ``lax.scan`` over

@@ -1,8 +1,8 @@
 """Behaviour cloning (BC): a per-AP categorical policy fit to the dataset's actions.
 
-The offline reference of DESIGN §4: each AP ``i`` has a categorical policy ``pi_i(a | o_i)`` (a
-:class:`jaxrrm.networks.AgentNet`, separate parameters per AP by default) trained by the masked
-cross-entropy of the dataset actions::
+The offline reference of docs/design.md §4: each AP ``i`` has a categorical policy
+``pi_i(a | o_i)`` (a :class:`jaxrrm.networks.AgentNet`, separate parameters per AP by default)
+trained by the masked cross-entropy of the dataset actions::
 
     L = mean over (rows b, APs i) of  -log pi_i(a_data[b, i] | o_i[b])
 

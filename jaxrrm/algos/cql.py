@@ -1,9 +1,9 @@
 """Offline multi-agent Conservative Q-Learning: functional losses and the four paradigms.
 
 CQL (Kumar et al., arXiv 2006.04779) on a discrete soft actor-critic backbone (Christodoulou,
-arXiv 1910.07207), as DESIGN §4 and Eldeeb & Alves (arXiv 2501.12991) use it, plus a DQN-backbone
-variant. Everything here is a pure function of arrays: no Python side effects, so the update is
-``jit``-, ``vmap``- (over seeds) and ``lax.scan``-able.
+arXiv 1910.07207), as docs/design.md §4 and Eldeeb & Alves (arXiv 2501.12991) use it, plus a
+DQN-backbone variant. Everything here is a pure function of arrays: no Python side effects, so the
+update is ``jit``-, ``vmap``- (over seeds) and ``lax.scan``-able.
 
 Decisions
 ---------
@@ -90,8 +90,8 @@ gradients exactly 0, and they are never chosen, sampled or bootstrapped from.
 
 Terminal states and truncation
 ------------------------------
-The game has no terminal state: episodes end by time limit only (DESIGN §2); the datasets mark an
-episode's last slot ``truncated=True, terminated=False`` and store as its ``next_obs`` that
+The game has no terminal state: episodes end by time limit only (docs/design.md §2); the datasets
+mark an episode's last slot ``truncated=True, terminated=False`` and store as its ``next_obs`` that
 episode's own final observation (``info["final_obs"]``), the true successor. So the TD target
 **bootstraps through truncation**: ``done = terminated`` and the discount is
 ``gamma * (1 - terminated)``. With ``CQLConfig(bootstrap_truncated=False)`` a truncated row is
@@ -194,7 +194,7 @@ class CQLConfig:
       double: DQN backbone: double-DQN target (online argmax, target value); else max of target.
       reward_scale: the team reward is multiplied by this in the TD target (> 0).
       bootstrap_truncated: bootstrap through truncation (True: the game ends by time limit only,
-        DESIGN §2); False treats a truncated row as terminal.
+        docs/design.md §2); False treats a truncated row as terminal.
       critic_net, actor_net: :class:`jaxrrm.algos.common.NetConfig` of the critics and the
         actor (hidden widths, activation, layer norm; ``shared``/``agent_id`` choose parameter
         sharing across APs in ``ctde`` and ``qmix``; ``independent`` requires

@@ -1,7 +1,7 @@
 """Online multi-agent (independent) double DQN on the shared team reward: a behaviour learner.
 
 Every AP is a learner on its own observation ``o_i`` with its own action ``a_i``; all of them
-regress on the *team* reward (DESIGN §4: independent learners, shared reward):
+regress on the *team* reward (docs/design.md §4: independent learners, shared reward):
 
 .. math::
    y_i = r + \\gamma (1 - d)\\, Q^-_i(o'_i, \\arg\\max_{a \\,\\mathrm{valid}} Q_i(o'_i, a)),\\qquad

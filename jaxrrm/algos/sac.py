@@ -1,7 +1,7 @@
 """Online multi-agent (independent) discrete soft actor-critic on the shared team reward.
 
 Discrete SAC (Christodoulou, arXiv 1910.07207) per AP, every AP a learner on its own observation
-``o_i`` and all of them on the *team* reward (DESIGN §4). With the categorical actor
+``o_i`` and all of them on the *team* reward (docs/design.md §4). With the categorical actor
 ``pi_i(. | o_i)`` (masked softmax), twin critics ``Q^1_i, Q^2_i`` and their Polyak targets:
 
 .. math::

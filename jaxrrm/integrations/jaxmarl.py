@@ -117,7 +117,7 @@ class RRMJaxMARLEnv(MultiAgentEnv):
     """The multi-AP scheduling Markov game behind JaxMARL's ``MultiAgentEnv`` interface.
 
     Args:
-      cfg: the static :class:`~jaxrrm.EnvConfig` (frozen, hashable; default: DESIGN §1's
+      cfg: the static :class:`~jaxrrm.EnvConfig` (frozen, hashable; default: docs/design.md §1's
         scenario, 4 APs, 24 UEs, N = 3, T = 200).
       params: one :class:`~jaxrrm.EnvParams` set (scalars, or ``[I]`` for per-AP fields);
         ``None``: ``EnvParams.create(cfg)``. Checked (ranges, shapes, feasibility) here.
