@@ -417,6 +417,17 @@ class EnvParams:
         return self
 
 
+def grid_fractions(num_aps: int) -> np.ndarray:
+    """Centres of the first ``num_aps`` cells of a near-square grid over the unit square,
+    ``[num_aps, 2]`` float64: :math:`c = \\lceil\\sqrt{I}\\rceil` columns,
+    :math:`\\lceil I/c \\rceil` rows, filled row by row (multiply by the area side for metres;
+    :func:`jaxrrm.topology.grid_positions`)."""
+    cols = math.ceil(math.sqrt(num_aps))
+    rows = math.ceil(num_aps / cols)
+    idx = np.arange(num_aps)
+    return np.stack([(idx % cols + 0.5) / cols, (idx // cols + 0.5) / rows], axis=-1)
+
+
 def _drop_fallback_probability(area_side_m: float, min_distance_m: float, cfg: EnvConfig
                                ) -> Tuple[float, float]:
     """``(f, f ** cfg.min_drop_tries)``: the fraction ``f`` of the area closer than
@@ -430,11 +441,7 @@ def _drop_fallback_probability(area_side_m: float, min_distance_m: float, cfg: E
         if cfg.ap_positions_m is not None:
             aps = np.asarray(cfg.ap_positions_m, np.float64)
         else:
-            cols = math.ceil(math.sqrt(cfg.num_aps))
-            rows = math.ceil(cfg.num_aps / cols)
-            idx = np.arange(cfg.num_aps)
-            aps = np.stack([(idx % cols + 0.5) / cols, (idx // cols + 0.5) / rows],
-                           axis=-1) * area_side_m
+            aps = grid_fractions(cfg.num_aps) * area_side_m
         g = (np.arange(256) + 0.5) / 256 * area_side_m
         pts = np.stack(np.meshgrid(g, g), axis=-1).reshape(-1, 1, 2)
         d = np.sqrt(((pts - aps[None]) ** 2).sum(-1)).min(-1)

@@ -395,10 +395,8 @@ def episode_order(dataset: Transitions) -> np.ndarray:
     """
     ep = np.asarray(dataset.episode, np.int64)
     t = np.asarray(dataset.t, np.int64)
-    first = {}
-    for i, e in enumerate(ep.tolist()):
-        first.setdefault(e, i)
-    rank = np.array([first[e] for e in ep.tolist()], np.int64)
+    _, first, inverse = np.unique(ep, return_index=True, return_inverse=True)
+    rank = first[inverse.reshape(-1)]            # each row's episode: the row it first appears at
     order = np.lexsort((t, rank))
     ep_s, t_s = ep[order], t[order]
     same = ep_s[1:] == ep_s[:-1]

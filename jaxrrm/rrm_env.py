@@ -20,6 +20,7 @@ per slot with NumPy arrays) on exactly those episodes, returning the metrics of
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
@@ -118,9 +119,10 @@ class RRMEnv:
     def num_actions(self) -> int:
         return self.cfg.num_actions
 
-    @property
+    @functools.cached_property
     def default_params(self) -> EnvParams:
-        """``EnvParams.create(cfg)``: the defaults that match the configuration."""
+        """``EnvParams.create(cfg)``: the defaults that match the configuration (built and
+        checked once per environment object)."""
         return EnvParams.create(self.cfg)
 
     def reset(self, key, params: Optional[EnvParams] = None):
@@ -191,6 +193,19 @@ def episode_keys(key, num_episodes: int, horizon: int) -> EpisodeKeys:
     return EpisodeKeys(k[:, 0], slots[:, :, 0], slots[:, :, 1])
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _reset_batch(keys, params: EnvParams, cfg: EnvConfig):
+    """:func:`jaxrrm.env.reset` of a batch of episodes (one compilation per config and batch
+    shape; the parameters are traced)."""
+    return jax.vmap(lambda k: env_lib.reset(k, params, cfg))(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _step_batch(keys, state, actions, params: EnvParams, cfg: EnvConfig):
+    """:func:`jaxrrm.env.step` of a batch of episodes (as :func:`_reset_batch`)."""
+    return jax.vmap(lambda k, st, a: env_lib.step(k, st, a, params, cfg))(keys, state, actions)
+
+
 OutsidePolicy = Callable[[Dict[str, np.ndarray], int], Any]
 """An outside policy: ``act(obs, t) -> actions``, called from Python once per slot with NumPy
 arrays for a batch of ``B`` episodes: ``obs["agents"] [B, I, D]`` float32,
@@ -222,9 +237,7 @@ def evaluate_outside(act: OutsidePolicy, test_keys, params: EnvParams, cfg: EnvC
     s, e, t_max = test_keys.shape[0], int(num_episodes), cfg.horizon
     ks = jax.vmap(lambda k: episode_keys(k, e, t_max))(test_keys)      # leaves [S, E, ...]
     flat = jax.tree.map(lambda x: x.reshape((s * e,) + x.shape[2:]), ks)
-    reset = jax.jit(jax.vmap(lambda k: env_lib.reset(k, params, cfg)))
-    step = jax.jit(jax.vmap(lambda k, st, a: env_lib.step(k, st, a, params, cfg)))
-    obs, state = reset(flat.reset)
+    obs, state = _reset_batch(flat.reset, params, cfg)
     rate_sum = np.zeros((s * e, cfg.num_ues), np.float32)
     ret = np.zeros((s * e,), np.float32)
     for t in range(t_max):
@@ -236,8 +249,8 @@ def evaluate_outside(act: OutsidePolicy, test_keys, params: EnvParams, cfg: EnvC
             raise ValueError(f"the outside policy returned actions of shape {a.shape}, dtype "
                              f"{a.dtype} (values {a.min()}..{a.max()}) at slot {t}: expected "
                              f"[{s * e}, {cfg.num_aps}] integers in [0, {cfg.num_actions})")
-        obs, state, reward, _, _, info = step(flat.step[:, t], state,
-                                              jnp.asarray(a, jnp.int32))
+        obs, state, reward, _, _, info = _step_batch(flat.step[:, t], state,
+                                                     jnp.asarray(a, jnp.int32), params, cfg)
         rate_sum += np.asarray(info["rates_mbps"])
         ret += np.asarray(reward)
     rates = (rate_sum / t_max).reshape(s, e, cfg.num_ues)

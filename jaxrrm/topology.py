@@ -6,14 +6,12 @@ from :class:`jaxrrm.EnvParams`. Everything is pure and shape-static (no data-dep
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import channel
-from .config import EnvConfig, EnvParams
+from .config import EnvConfig, EnvParams, grid_fractions
 from .units import db_to_linear
 
 
@@ -31,11 +29,7 @@ def grid_positions(num_aps: int, area_side_m):
     Returns:
       ``[num_aps, 2]`` float, m.
     """
-    cols = math.ceil(math.sqrt(num_aps))
-    rows = math.ceil(num_aps / cols)
-    idx = np.arange(num_aps)
-    frac = np.stack([(idx % cols + 0.5) / cols, (idx // cols + 0.5) / rows], axis=-1)
-    return jnp.asarray(frac, dtype=jnp.float32) * area_side_m
+    return jnp.asarray(grid_fractions(num_aps), dtype=jnp.float32) * area_side_m
 
 
 def ap_positions(key, params: EnvParams, cfg: EnvConfig):

@@ -331,8 +331,6 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
         eval_hist: Dict[str, List[np.ndarray]] = {}
         start, final, saved_step, meta = 0, None, None, None
         if checkpoint_dir is not None:
-            require(is_int(checkpoint_every_chunks) and checkpoint_every_chunks >= 1,
-                    "checkpoint_every_chunks", "an integer >= 1", checkpoint_every_chunks)
             meta = ckpt_lib.make_meta(
                 env_cfg, learner_cfg, train_cfg, fingerprint, env_params=env_params,
                 train_key=ckpt_lib.key_to_json(key), eval_keys=ckpt_lib.key_to_json(eval_keys))

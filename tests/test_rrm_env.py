@@ -156,3 +156,21 @@ def test_readme_snippets_run():
         exec(compile(code, "README.md", "exec"), ns)
     assert ns["out"]["score"].shape == (4,)
     assert np.all(np.isfinite(ns["out"]["score"]))
+
+
+def test_outside_evaluation_compiles_once_per_config():
+    """A second evaluation, with other parameter values, reuses the compiled batch reset and
+    step (the parameters are traced, the config static)."""
+    from jaxrrm import rrm_env
+
+    keys = evaluate.seed_keys(0, 1)
+    act = lambda o, t: np.zeros(o["action_mask"].shape[:2], np.int64)  # noqa: E731
+    evaluate_outside(act, keys, EnvParams.create(CFG), CFG, 2)
+    sizes = rrm_env._reset_batch._cache_size(), rrm_env._step_batch._cache_size()
+    evaluate_outside(act, keys, EnvParams.create(CFG, pf_lambda=0.3), CFG, 2)
+    assert (rrm_env._reset_batch._cache_size(), rrm_env._step_batch._cache_size()) == sizes
+
+
+def test_default_params_built_once():
+    rrm = RRMEnv(CFG)
+    assert rrm.default_params is rrm.default_params
