@@ -13,7 +13,7 @@ work on it), the peak resident memory and XLA's buffer sizes. Both batch layouts
 straightforward port, and the library's default) and ``episodes_last`` (the step batched by hand
 with the episode axis last).
 
-In the same run the NumPy reference simulator (:mod:`jaxrrm.reference`, float64, single-threaded)
+In the same run the NumPy reference simulator (:mod:`jaxrrm.testing.reference`, float64, single-threaded)
 does the same work one episode at a time in a Python loop (how research simulators are usually
 written) and vectorized over episodes, with per-episode random streams (``streams="episode"``:
 the same draws as the loop, one Generator call per episode and slot) and with one stream for the
@@ -110,7 +110,8 @@ def measure_numpy(config: dict, policy_name: str, num_episodes: int, batched: bo
     """Time the NumPy reference on ``num_episodes`` episodes (loop or vectorized)."""
     import numpy as np
 
-    from jaxrrm import EnvConfig, EnvParams, reference
+    from jaxrrm import EnvConfig, EnvParams
+    from jaxrrm.testing import reference
 
     cfg = EnvConfig(**config)
     params = EnvParams.create(cfg)

@@ -11,7 +11,7 @@ close over it), everything else is a pytree, so both ``jit``, ``vmap`` (over key
 ``EnvParams``) and ``lax.scan`` without recompiling from one call to the next.
 
 The randomness of a step is only the fading innovation; :func:`transition` is the deterministic
-rest, given that innovation (it is what the NumPy reference in :mod:`jaxrrm.reference` mirrors).
+rest, given that innovation (it is what the NumPy reference in :mod:`jaxrrm.testing.reference` mirrors).
 
 Order within a step (docs/design.md §1): the observation at slot ``t`` describes the channel and PF
 weights of slot ``t``; the actions are executed on that channel; then the PF averages are updated,

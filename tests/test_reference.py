@@ -1,4 +1,4 @@
-"""Cross-checks of the JAX simulator against the NumPy float64 reference (jaxrrm.reference).
+"""Cross-checks of the JAX simulator against the NumPy float64 reference (jaxrrm.testing.reference).
 
 The same random draws go into both implementations; results must agree up to float32 rounding.
 JAX functions are jitted once per configuration (module-level caches) and horizons are short, so
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxrrm import EnvConfig, EnvParams, baselines, channel, env, metrics, radio, topology, units
-from jaxrrm import reference as ref
+from jaxrrm.testing import reference as ref
 
 RTOL = 1e-4
 # Absolute slack for quantities that can be ~0 (rates of weak UEs, log features near 0, rewards).

@@ -34,7 +34,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .config import EnvConfig, EnvParams
+from ..config import EnvConfig, EnvParams
 
 #: Thermal noise power spectral density at 290 K, dBm/Hz.
 THERMAL_NOISE_DBM_PER_HZ = -174.0
