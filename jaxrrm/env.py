@@ -131,8 +131,133 @@ def other_aps(num_aps: int):
     """The other APs of each AP in the order the shared observations use: ``[I, I - 1]`` int32,
     row ``i`` = ``(i+1, ..., i+I-1) mod I`` (so a network shared across APs sees its neighbours in
     the same relative order)."""
-    i = jnp.arange(num_aps, dtype=jnp.int32)
-    return (i[:, None] + jnp.arange(1, num_aps, dtype=jnp.int32)[None, :]) % num_aps
+    i = np.arange(num_aps, dtype=np.int32)
+    return jnp.asarray((i[:, None] + np.arange(1, num_aps, dtype=np.int32)[None, :]) % num_aps)
+
+
+def _other_aps_np(num_aps: int) -> np.ndarray:
+    """:func:`other_aps` as a NumPy constant (static indices for gathers under ``jit``)."""
+    i = np.arange(num_aps)
+    return (i[:, None] + np.arange(1, num_aps)[None, :]) % num_aps
+
+
+def _top_k_rounds(x, payloads, k: int):
+    """:func:`top_k_first` over axis 1 of ``x`` ``[I, K, *B]``, carrying per-UE payloads.
+
+    Args:
+      x: ``[I, K, *B]`` values.  payloads: arrays broadcastable to ``x`` (``[1 or I, K, *B]``).
+      k: int (static).
+
+    Returns:
+      (values ``[I, k, *B]``, indices ``[I, k, *B]`` int32, each payload at the indices
+      ``[I, k, *B]``).
+    """
+    n = x.shape[1]
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, 1)
+    vals, idxs, picks = [], [], [[] for _ in payloads]
+    for _ in range(k):
+        m = jnp.max(x, axis=1, keepdims=True)
+        i = jnp.min(jnp.where(x == m, iota, n), axis=1, keepdims=True)
+        idx = jnp.minimum(i, n - 1)
+        vals.append(m)
+        idxs.append(idx)
+        for out, p in zip(picks, payloads):
+            out.append(jnp.max(jnp.where(iota == idx, p, -jnp.inf), axis=1, keepdims=True))
+        x = jnp.where(iota == i, -jnp.inf, x)
+    cat = lambda xs: jnp.concatenate(xs, axis=1)  # noqa: E731
+    return cat(vals), cat(idxs), [cat(p) for p in picks]
+
+
+def _top_k_streaming(x, payloads, k: int):
+    """:func:`_top_k_rounds` as one pass over the UEs: insertion into a sorted list of ``k``.
+
+    A UE displaces a kept one only if its value is strictly larger, so ties go to the lower index
+    as in :func:`top_k_first`. Slots left empty (an AP with fewer than ``k`` UEs) hold ``-inf``
+    at index 0, which is also what :func:`top_k_first` returns for them. All in one fused kernel
+    (the rounds of :func:`_top_k_rounds` are ``4 k`` kernels over ``[I, K, *B]``); its size grows
+    as ``K k``, hence only for small ``K``.
+    """
+    n = x.shape[1]
+    shape = x.shape[:1] + x.shape[2:]
+    payloads = [jnp.broadcast_to(p, x.shape) for p in payloads]
+    vals = [jnp.full(shape, -jnp.inf, x.dtype)] * k
+    idxs = [jnp.zeros(shape, jnp.int32)] * k
+    pays = [[p[:, 0]] * k for p in payloads]
+    for j in range(n):
+        xj = x[:, j]
+        above = [xj > v for v in vals]
+
+        def insert(kept, new):
+            out = []
+            for s in range(k):
+                v = jnp.where(above[s], new, kept[s])
+                if s > 0:  # shifted down by a larger newcomer above this slot
+                    v = jnp.where(above[s - 1], kept[s - 1], v)
+                out.append(v)
+            return out
+        vals, idxs = insert(vals, xj), insert(idxs, j)
+        pays = [insert(kept, p[:, j]) for kept, p in zip(pays, payloads)]
+    stack = lambda xs: jnp.stack(xs, axis=1)  # noqa: E731
+    return stack(vals), stack(idxs), [stack(p) for p in pays]
+
+
+def _observe(gain, association, avg_rate_mbps, time, params: EnvParams, cfg: EnvConfig):
+    """:func:`observe` from the arrays it reads, with optional trailing batch axes ``*B``.
+
+    Args:
+      gain: ``[I, K, *B]`` channel gains.  association: ``[K, *B]``.  avg_rate_mbps: ``[K, *B]``.
+      time: ``[*B]`` int32.
+
+    Returns:
+      (:class:`Observation` with leaves ``[I, D, *B]``, ``[S, *B]``, ``[I, A, *B]``;
+      candidates ``[I, N, *B]`` int32).
+    """
+    num_aps, num_ues, num_cand = cfg.num_aps, cfg.num_ues, cfg.num_candidates
+    batch = gain.shape[2:]
+    lead = lambda *dims: tuple(dims) + batch  # noqa: E731
+    p_w, n_w = tx_power_w(params), noise_w(params)
+    est = radio.sinr_all_active(gain, association, p_w, n_w)  # [K, *B]
+    weights = radio.pf_weights(avg_rate_mbps, params.min_avg_rate_mbps)  # [K, *B]
+    aps = jnp.arange(num_aps, dtype=association.dtype).reshape((num_aps, 1) + (1,) * len(batch))
+    own = association[None] == aps  # [I, K, *B]
+    x = jnp.where(own, weights[None], -jnp.inf)
+    # The candidates' SINR estimates and, with obs_interference, for each other AP in
+    # other_aps order the interference-to-noise ratio at them, picked in the top-k pass.
+    payloads = [est[None]]
+    with_inr = cfg.obs_interference and not cfg.local_obs and num_aps > 1
+    if with_inr:
+        inr = radio.per_ap(p_w, 1 + len(batch)) * gain / n_w  # [I (tx), K, *B]
+        payloads += [inr[(np.arange(num_aps) + m) % num_aps] for m in range(1, num_aps)]
+    top_k = _top_k_streaming if num_ues <= radio.UNROLLED_MAX_UES else _top_k_rounds
+    top_w, idx, picked = top_k(x, payloads, num_cand)
+    valid = top_w > -jnp.inf  # [I, N, *B]
+    candidates = jnp.where(valid, idx, -1).astype(jnp.int32)
+    sinr_feat = jnp.log10(jnp.maximum(picked[0], _TINY_SINR))  # dB / 10
+    logw_feat = jnp.log10(jnp.where(valid, top_w, 1.0))
+    feats = jnp.stack([sinr_feat, logw_feat], axis=2) * valid[:, :, None]  # [I, N, 2, *B]
+    own_feats = feats.reshape(lead(num_aps, 2 * num_cand)).astype(jnp.float32)
+    mask = valid
+    if cfg.allow_idle:
+        mask = jnp.concatenate([valid, jnp.ones(lead(num_aps, 1), bool)], axis=1)
+    if cfg.local_obs:
+        obs = Observation(agents=own_feats, global_state=own_feats.reshape(lead(-1)),
+                          action_mask=mask)
+        return obs, candidates
+    if with_inr:
+        inr_c = jnp.stack(picked[1:], axis=2)  # [I, N, I-1, *B]
+        inr_feat = jnp.log10(jnp.maximum(inr_c, _TINY_SINR)) * valid[:, :, None]
+        own_feats = jnp.concatenate(
+            [own_feats, inr_feat.reshape(lead(num_aps, -1)).astype(jnp.float32)], axis=1)
+    parts, state_parts = [own_feats], [own_feats.reshape(lead(-1))]
+    if cfg.obs_clock:
+        clock = (aps[:, 0] == (time % num_aps)[None]).astype(jnp.float32)  # [I, *B]
+        parts.append(jnp.broadcast_to(clock[None], lead(num_aps, num_aps)))
+        state_parts.append(clock)
+    if cfg.obs_share == "global" and num_aps > 1:
+        parts.append(own_feats[_other_aps_np(num_aps)].reshape(lead(num_aps, -1)))
+    obs = Observation(agents=jnp.concatenate(parts, axis=1),
+                      global_state=jnp.concatenate(state_parts, axis=0), action_mask=mask)
+    return obs, candidates
 
 
 def observe(state: EnvState, params: EnvParams, cfg: EnvConfig):
@@ -162,46 +287,14 @@ def observe(state: EnvState, params: EnvParams, cfg: EnvConfig):
     Masked candidates have all their features zero. ``global_state`` is every AP's own
     features, AP 0 first, then the clock (``cfg.state_dim``).
 
+    The state may carry trailing batch axes ``*B`` on every leaf (``[I, K, *B]`` gains, ``[*B]``
+    time: the episodes-last layout of :func:`rollout`); the outputs then carry them too.
+
     Returns:
       (:class:`Observation`, ``[I, N]`` int32 candidates, -1 where an AP has fewer than N UEs).
     """
-    num_aps, num_cand = cfg.num_aps, cfg.num_candidates
-    gain = channel_gain(state)
-    est = radio.sinr_all_active(gain, state.association, tx_power_w(params), noise_w(params))
-    weights = radio.pf_weights(state.avg_rate_mbps, params.min_avg_rate_mbps)
-    own = state.association[None, :] == jnp.arange(num_aps)[:, None]  # [I, K]
-    score = jnp.where(own, weights[None, :], -jnp.inf)
-    top_w, idx = top_k_first(score, num_cand)  # [I, N]
-    valid = top_w > -jnp.inf
-    candidates = jnp.where(valid, idx, -1).astype(jnp.int32)
-    sinr_feat = jnp.log10(jnp.maximum(est[idx], _TINY_SINR))  # dB / 10
-    logw_feat = jnp.log10(jnp.where(valid, top_w, 1.0))
-    feats = jnp.stack([sinr_feat, logw_feat], axis=-1) * valid[..., None]  # [I, N, 2]
-    agents = feats.reshape(num_aps, 2 * num_cand).astype(jnp.float32)
-    mask = valid
-    if cfg.allow_idle:
-        mask = jnp.concatenate([valid, jnp.ones((num_aps, 1), bool)], axis=-1)
-    if cfg.local_obs:
-        obs = Observation(agents=agents, global_state=agents.reshape(-1), action_mask=mask)
-        return obs, candidates
-    others = other_aps(num_aps)                                          # [I, I-1]
-    own = agents
-    if cfg.obs_interference and num_aps > 1:
-        p_w = jnp.broadcast_to(jnp.asarray(tx_power_w(params), jnp.float32), (num_aps,))
-        inr = p_w[:, None] * gain / noise_w(params)                        # [I (tx), K]
-        inr_c = inr[others[:, None, :], idx[:, :, None]]                   # [I, N, I-1]
-        inr_feat = jnp.log10(jnp.maximum(inr_c, _TINY_SINR)) * valid[..., None]
-        own = jnp.concatenate([own, inr_feat.reshape(num_aps, -1).astype(jnp.float32)], -1)
-    parts, state_parts = [own], [own.reshape(-1)]
-    if cfg.obs_clock:
-        clock = (jnp.arange(num_aps) == state.time % num_aps).astype(jnp.float32)  # [I]
-        parts.append(jnp.broadcast_to(clock, (num_aps, num_aps)))
-        state_parts.append(clock)
-    if cfg.obs_share == "global" and num_aps > 1:
-        parts.append(own[others].reshape(num_aps, -1))
-    obs = Observation(agents=jnp.concatenate(parts, -1),
-                      global_state=jnp.concatenate(state_parts, -1), action_mask=mask)
-    return obs, candidates
+    return _observe(channel_gain(state), state.association, state.avg_rate_mbps, state.time,
+                    params, cfg)
 
 
 def global_state_index(cfg: EnvConfig) -> np.ndarray:
@@ -328,23 +421,88 @@ def actions_to_serving(actions, candidates, cfg: EnvConfig):
     """Map per-AP actions to served UEs.
 
     Args:
-      actions: ``[I]`` int, in ``[0, A)``.
-      candidates: ``[I, N]`` int32 from the observation (-1 = no candidate).
+      actions: ``[I, *B]`` int, in ``[0, A)``.
+      candidates: ``[I, N, *B]`` int32 from the observation (-1 = no candidate).
       cfg: static configuration.
 
     Returns:
-      (``[I]`` int32 served UE, -1 = silent; ``[I]`` bool, True where the action was masked —
-      pointing at a missing candidate or out of range — and so executed as silent).
+      (``[I, *B]`` int32 served UE, -1 = silent; ``[I, *B]`` bool, True where the action was
+      masked — pointing at a missing candidate or out of range — and so executed as silent).
     """
     actions = jnp.asarray(actions, jnp.int32)
-    in_cand = (actions >= 0) & (actions < cfg.num_candidates)
-    picked = jnp.take_along_axis(candidates, jnp.clip(actions, 0, cfg.num_candidates - 1)[:, None],
-                                 axis=1)[:, 0]
+    num_cand = cfg.num_candidates
+    in_cand = (actions >= 0) & (actions < num_cand)
+    a = jnp.clip(actions, 0, num_cand - 1)
+    picked = candidates[:, 0]
+    for n in range(1, num_cand):
+        picked = jnp.where(a == n, candidates[:, n], picked)
     serving = jnp.where(in_cand, picked, -1)
     idle = (actions == cfg.idle_action) if cfg.allow_idle else jnp.zeros_like(in_cand)
     has_valid = jnp.any(candidates >= 0, axis=1) | cfg.allow_idle
     masked = ~idle & (serving < 0) & has_valid
     return serving.astype(jnp.int32), masked
+
+
+def _map_batch(fn, num_batch: int):
+    """``fn`` of one episode's arrays, mapped over ``num_batch`` trailing batch axes."""
+    for _ in range(num_batch):
+        fn = jax.vmap(fn, in_axes=-1, out_axes=-1)
+    return fn
+
+
+def _advance(state: EnvState, gain, serving, masked, innovation, params: EnvParams,
+             cfg: EnvConfig):
+    """The slot after the actions are mapped to served UEs, with optional trailing batch axes.
+
+    Args:
+      state: :class:`EnvState` at slot ``t`` (leaves may carry trailing axes ``*B``).
+      gain: ``[I, K, *B]``, :func:`channel_gain` of ``state``.
+      serving, masked: ``[I, *B]``, :func:`actions_to_serving` of the actions.
+      innovation: ``[2, I, K, *B]``, real/imag parts of the fading innovation ``e(t)``.
+
+    Returns:
+      (obs, new state, its channel gain ``[I, K, *B]``, reward ``[*B]``, truncated ``[*B]``,
+      info), as :func:`step` with the batch axes last.
+    """
+    num_ues = cfg.num_ues
+    num_batch = gain.ndim - 2
+    p_w, n_w = tx_power_w(params), noise_w(params)
+    sinr = radio.sinr(gain, serving, p_w, n_w)  # [K, *B]
+    rates = radio.rate_mbps(sinr, params.bandwidth_hz)
+    weights = radio.pf_weights(state.avg_rate_mbps, params.min_avg_rate_mbps)
+    avg_new = jnp.maximum(radio.update_average(state.avg_rate_mbps, rates, params.pf_beta),
+                          params.min_avg_rate_mbps)
+    if cfg.reward == "pf":
+        reward = radio.pf_reward(rates, weights, params.pf_lambda,
+                                 served=radio.served_by(serving, num_ues))
+    else:
+        reward = radio.log_utility_reward(avg_new, state.avg_rate_mbps, ue_axis=0)
+
+    rho = channel.fading_correlation(params.ue_speed_mps, params.carrier_hz, params.slot_s)
+    fading = channel.advance_fading(state.fading, innovation, rho)
+    time = state.time + 1
+    new = state.replace(time=time, fading=fading, avg_rate_mbps=avg_new)
+    if cfg.mobility:
+        pos, heading = _map_batch(
+            lambda ue, head: topology.move_ues(ue, head, params.ue_speed_mps * params.slot_s,
+                                               params.area_side_m), num_batch)(
+            state.ue_pos_m, state.heading_rad)
+        large_gain = _map_batch(
+            lambda ap, ue, los, sh: topology.large_scale_gain(ap, ue, los, sh, params, cfg),
+            num_batch)(state.ap_pos_m, pos, state.los, state.shadowing_db)
+        refresh = (time % cfg.reassociation_slots) == 0
+        association = jnp.where(refresh[None], _map_batch(topology.associate,
+                                                          num_batch)(large_gain),
+                                state.association)
+        new = new.replace(ue_pos_m=pos, heading_rad=heading, large_gain=large_gain,
+                          association=association)
+    gain_new = channel_gain(new)
+    obs, candidates = _observe(gain_new, new.association, avg_new, time, params, cfg)
+    new = new.replace(candidates=candidates)
+    truncated = time >= cfg.horizon
+    info = {"rates_mbps": rates, "serving": serving, "masked": masked, "sinr": sinr,
+            "pf_weights": weights}
+    return obs, new, gain_new, reward, truncated, info
 
 
 def transition(state: EnvState, actions, innovation, params: EnvParams, cfg: EnvConfig):
@@ -356,42 +514,16 @@ def transition(state: EnvState, actions, innovation, params: EnvParams, cfg: Env
       innovation: ``[2, I, K]`` float32, real/imag parts of ``e(t) ~ CN(0, 1)``.
       params, cfg: environment parameters and configuration.
 
+    Every leaf of ``state`` (and ``actions``, ``innovation``) may carry the same trailing batch
+    axes ``*B``, which the outputs then carry (the episodes-last layout of :func:`rollout`).
+
     Returns:
       Same as :func:`step`.
     """
-    p_w, n_w = tx_power_w(params), noise_w(params)
     serving, masked = actions_to_serving(actions, state.candidates, cfg)
-    gain = channel_gain(state)
-    sinr = radio.sinr(gain, serving, p_w, n_w)
-    rates = radio.rate_mbps(sinr, params.bandwidth_hz)
-    weights = radio.pf_weights(state.avg_rate_mbps, params.min_avg_rate_mbps)
-    avg_new = jnp.maximum(radio.update_average(state.avg_rate_mbps, rates, params.pf_beta),
-                          params.min_avg_rate_mbps)
-    if cfg.reward == "pf":
-        reward = radio.pf_reward(rates, weights, params.pf_lambda)
-    else:
-        reward = radio.log_utility_reward(avg_new, state.avg_rate_mbps)
-
-    rho = channel.fading_correlation(params.ue_speed_mps, params.carrier_hz, params.slot_s)
-    fading = channel.advance_fading(state.fading, innovation, rho)
-    time = state.time + 1
-    new = state.replace(time=time, fading=fading, avg_rate_mbps=avg_new)
-    if cfg.mobility:
-        pos, heading = topology.move_ues(state.ue_pos_m, state.heading_rad,
-                                         params.ue_speed_mps * params.slot_s, params.area_side_m)
-        large_gain = topology.large_scale_gain(state.ap_pos_m, pos, state.los,
-                                               state.shadowing_db, params, cfg)
-        refresh = (time % cfg.reassociation_slots) == 0
-        association = jnp.where(refresh, topology.associate(large_gain), state.association)
-        new = new.replace(ue_pos_m=pos, heading_rad=heading, large_gain=large_gain,
-                          association=association)
-    obs, candidates = observe(new, params, cfg)
-    new = new.replace(candidates=candidates)
-    terminated = jnp.zeros((), bool)
-    truncated = time >= cfg.horizon
-    info = {"rates_mbps": rates, "serving": serving, "masked": masked, "sinr": sinr,
-            "pf_weights": weights}
-    return obs, new, reward, terminated, truncated, info
+    obs, new, _, reward, truncated, info = _advance(state, channel_gain(state), serving, masked,
+                                                    innovation, params, cfg)
+    return obs, new, reward, jnp.zeros_like(truncated), truncated, info
 
 
 def step(key, state: EnvState, actions, params: EnvParams, cfg: EnvConfig):
@@ -492,234 +624,24 @@ def _rollout_vmap(keys, policy: Policy, params: EnvParams, cfg: EnvConfig,
 
 
 # --------------------------------------------------------------------------------------------
-# Episodes-last layout: the same step, batched by hand with the episode axis last
+# Episodes-last layout: the same step with the episode axis last
 # --------------------------------------------------------------------------------------------
 #
 # ``vmap`` puts the episode axis first: a batch of states is ``[E, I, K]``, and XLA's CPU loops
 # then run over rows of ``K`` (24 by default) numbers, with a broadcast and a short, poorly
 # vectorized inner loop in every fused kernel. With the episode axis *last* (``[I, K, E]``) every
 # kernel is a long contiguous, vectorized loop over episodes, and broadcasts over APs or UEs cost
-# nothing. The functions below repeat :func:`observe` and :func:`transition` operation for
-# operation in that layout (the fading innovation, the top-k candidates with their ties, the
-# masks and the PF bookkeeping are the same numbers), with these differences in *how*:
+# nothing. The physics (:func:`_observe`, :func:`_advance`, :mod:`jaxrrm.radio`) is written once,
+# for optional trailing batch axes; this layout calls it with the episode axis last, and differs
+# from the ``vmap`` of :func:`step` only in how the scan is driven:
 #
-# * sums over APs and the reward's mean over UEs are written out as additions, first to last,
-#   so that they do not depend on the number of episodes (XLA picks the order of a reduction from
-#   the array's shape: ``vmap(step)`` itself is not bit for bit independent of the batch size);
-# * the candidates are found in one pass over the UEs (:func:`_top_k_streaming`) and their SINR
-#   estimates picked in the same pass instead of by a gather;
-# * ``w**lambda`` of the PF reward is evaluated for the served UEs only (at most ``I``, not
-#   ``K``): it multiplies a zero rate everywhere else, and ``pow`` is a scalar libm call;
+# * the fading innovation of all episodes is one :func:`jaxrrm.channel.hash_normal_from_words`
+#   call on the episodes' seed words (the same numbers as :func:`step`'s per-key draw);
 # * the gain of the next slot is carried instead of recomputed, and the actions of slot ``t + 1``
 #   are chosen at the end of slot ``t`` (see :func:`_scan_episodes_last`).
 #
-# ``tests/test_benchmarks_env.py`` checks the layout against ``vmap(step)`` (equal to float32
-# rounding; in the default scenario the rates are equal bit for bit) and that the episode block
-# does not change a bit.
-
-
-def _sum_first(x):
-    """Sum over axis 0, first to last."""
-    acc = x[0]
-    for i in range(1, x.shape[0]):
-        acc = acc + x[i]
-    return acc
-
-
-def _per_ap(x, extra_dims: int):
-    """A scalar or per-AP ``[I]`` quantity broadcastable against ``[I, ...]`` arrays."""
-    x = jnp.asarray(x)
-    return x.reshape(x.shape + (1,) * extra_dims) if x.ndim else x
-
-
-#: Up to this many UEs the episodes-last step writes sums over UEs out as additions and finds
-#: the candidates in one pass over the UEs; beyond, it uses XLA's reductions (a reduction's
-#: order is then XLA's choice) and ``N`` rounds of them for the candidates.
-_UNROLLED_MAX_UES = 64
-
-
-def _mean_ues(x):
-    """Mean over the UE axis of ``[K, E]`` values: ``[E]`` (additions first to last up to
-    :data:`_UNROLLED_MAX_UES` UEs; beyond, XLA's reduction, on an ``[E, K]`` copy)."""
-    num_ues = x.shape[0]
-    if num_ues <= _UNROLLED_MAX_UES:
-        return _sum_first(x) / num_ues
-    return jnp.mean(x.T, axis=-1)
-
-
-def _top_k_rounds(x, est, k: int):
-    """:func:`top_k_first` over axis 1 of ``x`` ``[I, K, E]``, and ``est`` ``[K, E]`` at the picks.
-
-    Returns:
-      (values ``[I, k, E]``, indices ``[I, k, E]`` int32, ``est`` at the indices ``[I, k, E]``).
-    """
-    n = x.shape[1]
-    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, 1)
-    vals, idxs, ests = [], [], []
-    for _ in range(k):
-        m = jnp.max(x, axis=1, keepdims=True)
-        i = jnp.min(jnp.where(x == m, iota, n), axis=1, keepdims=True)
-        idx = jnp.minimum(i, n - 1)
-        vals.append(m)
-        idxs.append(idx)
-        ests.append(jnp.max(jnp.where(iota == idx, est[None], -jnp.inf), axis=1, keepdims=True))
-        x = jnp.where(iota == i, -jnp.inf, x)
-    return (jnp.concatenate(vals, axis=1), jnp.concatenate(idxs, axis=1),
-            jnp.concatenate(ests, axis=1))
-
-
-def _top_k_streaming(x, est, k: int):
-    """:func:`_top_k_rounds` as one pass over the UEs: insertion into a sorted list of ``k``.
-
-    A UE displaces a kept one only if its value is strictly larger, so ties go to the lower index
-    as in :func:`top_k_first`. Slots left empty (an AP with fewer than ``k`` UEs) hold ``-inf``
-    at index 0, which is also what :func:`top_k_first` returns for them. All in one fused kernel
-    (the rounds of :func:`_top_k_rounds` are ``4 k`` kernels over ``[I, K, E]``); its size grows
-    as ``K k``, hence only for small ``K``.
-    """
-    n = x.shape[1]
-    shape = (x.shape[0], x.shape[2])
-    vals = [jnp.full(shape, -jnp.inf, x.dtype)] * k
-    idxs = [jnp.zeros(shape, jnp.int32)] * k
-    ests = [jnp.broadcast_to(est[0], shape)] * k
-    for j in range(n):
-        xj, ej = x[:, j], jnp.broadcast_to(est[j], shape)
-        above = [xj > v for v in vals]
-        new_v, new_i, new_e = [], [], []
-        for s in range(k):
-            v = jnp.where(above[s], xj, vals[s])
-            i = jnp.where(above[s], j, idxs[s])
-            e = jnp.where(above[s], ej, ests[s])
-            if s > 0:  # shifted down by a larger newcomer above this slot
-                v = jnp.where(above[s - 1], vals[s - 1], v)
-                i = jnp.where(above[s - 1], idxs[s - 1], i)
-                e = jnp.where(above[s - 1], ests[s - 1], e)
-            new_v.append(v)
-            new_i.append(i)
-            new_e.append(e)
-        vals, idxs, ests = new_v, new_i, new_e
-    stack = lambda xs: jnp.stack(xs, axis=1)  # noqa: E731
-    return stack(vals), stack(idxs), stack(ests)
-
-
-def _observe_el(gain, association, avg_rate_mbps, params: EnvParams, cfg: EnvConfig):
-    """:func:`observe` with the episode axis last.
-
-    Args:
-      gain: ``[I, K, E]`` channel gains.  association: ``[K, E]``.  avg_rate_mbps: ``[K, E]``.
-
-    Returns:
-      (:class:`Observation` with leaves ``[I, 2N, E]``, ``[2NI, E]``, ``[I, A, E]``;
-      candidates ``[I, N, E]`` int32).
-    """
-    num_aps, num_ues, num_cand = cfg.num_aps, cfg.num_ues, cfg.num_candidates
-    num_ep = gain.shape[-1]
-    own = association[None] == jnp.arange(num_aps, dtype=association.dtype)[:, None, None]
-    own_f = own.astype(gain.dtype)
-    rx = _per_ap(tx_power_w(params), 2) * gain
-    signal = _sum_first(own_f * rx)
-    interference = _sum_first((1.0 - own_f) * rx)
-    est = signal / (interference + noise_w(params))  # [K, E]
-    weights = radio.pf_weights(avg_rate_mbps, params.min_avg_rate_mbps)  # [K, E]
-    x = jnp.where(own, weights[None], -jnp.inf)  # [I, K, E]
-    if num_ues <= _UNROLLED_MAX_UES:
-        top_w, idx, est_c = _top_k_streaming(x, est, num_cand)
-    else:
-        top_w, idx, est_c = _top_k_rounds(x, est, num_cand)
-    valid = top_w > -jnp.inf
-    sinr_feat = jnp.log10(jnp.maximum(est_c, _TINY_SINR))  # dB / 10
-    logw_feat = jnp.log10(jnp.where(valid, top_w, 1.0))
-    candidates = jnp.where(valid, idx, -1).astype(jnp.int32)
-    feats = jnp.stack([sinr_feat, logw_feat], axis=2) * valid[:, :, None]  # [I, N, 2, E]
-    agents = feats.reshape(num_aps, 2 * num_cand, num_ep).astype(jnp.float32)
-    mask = valid
-    if cfg.allow_idle:
-        mask = jnp.concatenate([valid, jnp.ones((num_aps, 1, num_ep), bool)], axis=1)
-    obs = Observation(agents=agents, global_state=agents.reshape(-1, num_ep), action_mask=mask)
-    return obs, candidates
-
-
-def _actions_to_serving_el(actions, candidates, cfg: EnvConfig):
-    """:func:`actions_to_serving` with the episode axis last: ``[I, E]``, ``[I, N, E]``."""
-    num_cand = cfg.num_candidates
-    in_cand = (actions >= 0) & (actions < num_cand)
-    a = jnp.clip(actions, 0, num_cand - 1)
-    picked = candidates[:, 0]
-    for n in range(1, num_cand):
-        picked = jnp.where(a == n, candidates[:, n], picked)
-    serving = jnp.where(in_cand, picked, -1)
-    idle = (actions == cfg.idle_action) if cfg.allow_idle else jnp.zeros_like(in_cand)
-    has_valid = jnp.any(candidates >= 0, axis=1) | cfg.allow_idle
-    masked = ~idle & (serving < 0) & has_valid
-    return serving.astype(jnp.int32), masked
-
-
-def _transition_el(state: EnvState, gain, serving, masked, seed0, seed1, params: EnvParams,
-                   cfg: EnvConfig):
-    """:func:`step` with the episode axis last (every leaf of ``state`` has it as its last axis).
-
-    Args:
-      state: :class:`EnvState` of ``E`` episodes, episodes last.
-      gain: ``[I, K, E]``, :func:`channel_gain` of ``state`` (carried from the last step).
-      serving, masked: ``[I, E]``, :func:`_actions_to_serving_el` of the actions.
-      seed0, seed1: ``[E]`` uint32, the seed words of each episode's step key.
-
-    Returns:
-      (obs, state, gain of the new state, reward ``[E]``, truncated ``[E]``, info), all with
-      the episode axis last.
-    """
-    num_ues = cfg.num_ues
-    p_w, n_w = tx_power_w(params), noise_w(params)
-    served_by = serving[:, None, :] == jnp.arange(num_ues, dtype=jnp.int32)[None, :, None]
-    s = served_by.astype(gain.dtype)  # [I, K, E]
-    active = (serving >= 0).astype(gain.dtype)[:, None, :]
-    rx = _per_ap(p_w, 2) * gain
-    signal = _sum_first(s * rx)
-    interference = _sum_first((active - s) * rx)
-    served = jnp.any(served_by, axis=0)
-    sinr = jnp.where(served, signal / (interference + n_w), 0.0)
-    rates = radio.rate_mbps(sinr, params.bandwidth_hz)
-    weights = radio.pf_weights(state.avg_rate_mbps, params.min_avg_rate_mbps)
-    avg_new = jnp.maximum(radio.update_average(state.avg_rate_mbps, rates, params.pf_beta),
-                          params.min_avg_rate_mbps)
-    if cfg.reward == "pf":
-        # w**lambda * C is 0 wherever C is (an unserved UE): raise only the served UEs' weights.
-        w_served = jnp.max(jnp.where(served_by, weights[None], 0.0), axis=1)  # [I, E]
-        pw = jnp.power(w_served, params.pf_lambda)
-        pw_ue = _sum_first(jnp.where(served_by, pw[:, None, :], 0.0))  # [K, E]
-        reward = _mean_ues(pw_ue * rates)
-    else:
-        reward = _mean_ues(jnp.log(avg_new) - jnp.log(state.avg_rate_mbps))
-
-    rho = channel.fading_correlation(params.ue_speed_mps, params.carrier_hz, params.slot_s)
-    innovation = channel.hash_normal_from_words(seed0, seed1, (2, cfg.num_aps, num_ues),
-                                                std=math.sqrt(0.5))
-    fading = channel.advance_fading(state.fading, innovation, rho)
-    time = state.time + 1
-    new = state.replace(time=time, fading=fading, avg_rate_mbps=avg_new)
-    if cfg.mobility:
-        last = -1
-        pos, heading = jax.vmap(topology.move_ues, in_axes=(last, last, None, None),
-                                out_axes=last)(state.ue_pos_m, state.heading_rad,
-                                               params.ue_speed_mps * params.slot_s,
-                                               params.area_side_m)
-        large_gain = jax.vmap(
-            lambda ap, ue, los, sh: topology.large_scale_gain(ap, ue, los, sh, params, cfg),
-            in_axes=last, out_axes=last)(state.ap_pos_m, pos, state.los, state.shadowing_db)
-        refresh = (time % cfg.reassociation_slots) == 0
-        association = jnp.where(refresh[None, :],
-                                jax.vmap(topology.associate, in_axes=last,
-                                         out_axes=last)(large_gain),
-                                state.association)
-        new = new.replace(ue_pos_m=pos, heading_rad=heading, large_gain=large_gain,
-                          association=association)
-    gain_new = new.large_gain * channel.fading_power(fading)
-    obs, candidates = _observe_el(gain_new, new.association, avg_new, params, cfg)
-    new = new.replace(candidates=candidates)
-    truncated = time >= cfg.horizon
-    info = {"rates_mbps": rates, "serving": serving, "masked": masked, "sinr": sinr,
-            "pf_weights": weights}
-    return obs, new, gain_new, reward, truncated, info
+# ``tests/test_benchmarks_env.py`` checks the layout against ``vmap(step)`` and that the episode
+# block does not change a bit.
 
 
 def _scan_episodes_last(obs, state, k_pol, seed0, seed1, policy: Policy, params: EnvParams,
@@ -734,7 +656,7 @@ def _scan_episodes_last(obs, state, k_pol, seed0, seed1, policy: Policy, params:
 
     def act(k_p, obs, state):
         actions = jnp.asarray(policy_el(k_p, obs, state, params), jnp.int32)  # [I, B]
-        return (actions,) + _actions_to_serving_el(actions, state.candidates, cfg)
+        return (actions,) + actions_to_serving(actions, state.candidates, cfg)
 
     # The actions of slot t + 1 are chosen at the end of slot t and carried: a loop-carried
     # value is materialized once, whereas XLA would recompute the serving decision (and the
@@ -745,8 +667,10 @@ def _scan_episodes_last(obs, state, k_pol, seed0, seed1, policy: Policy, params:
     def body(carry, xs):
         obs, state, gain, (actions, serving, masked), rate_sum, n_masked = carry
         k_p, s0, s1 = xs
-        obs2, state2, gain2, reward, trunc, info = _transition_el(state, gain, serving, masked,
-                                                                  s0, s1, params, cfg)
+        innovation = channel.hash_normal_from_words(s0, s1, (2, cfg.num_aps, cfg.num_ues),
+                                                    std=math.sqrt(0.5))
+        obs2, state2, gain2, reward, trunc, info = _advance(state, gain, serving, masked,
+                                                            innovation, params, cfg)
         chosen2 = act(k_p, obs2, state2)
         carry = (obs2, state2, gain2, chosen2, rate_sum + info["rates_mbps"],
                  n_masked + jnp.sum(info["masked"], axis=0, dtype=jnp.int32))
@@ -809,29 +733,24 @@ LAYOUTS = ("vmap", "episodes_last", "auto")
 EPISODES_LAST_MIN_EPISODES = 32
 #: ... in networks of at most this many UEs (with more, ``vmap``'s rows of ``K`` UEs are long
 #: enough to vectorize, and the two layouts run at the same speed).
-EPISODES_LAST_MAX_UES = _UNROLLED_MAX_UES
+EPISODES_LAST_MAX_UES = radio.UNROLLED_MAX_UES
 
 
-def resolve_layout(cfg: EnvConfig, num_episodes: int, layout: str = "vmap",
+def resolve_layout(cfg: EnvConfig, num_episodes: int, layout: str = "auto",
                    episode_block: Optional[int] = None):
     """The layout and the episode block :func:`rollout` uses: ``(layout, block)``.
 
     ``"auto"`` is ``"episodes_last"`` from :data:`EPISODES_LAST_MIN_EPISODES` episodes on in
-    networks of at most :data:`EPISODES_LAST_MAX_UES` UEs with the local observation, else
-    ``"vmap"``. The default block is
-    all episodes.
+    networks of at most :data:`EPISODES_LAST_MAX_UES` UEs, else ``"vmap"`` (the faster of the
+    two there, measured in ``benchmarks/RESULTS.md``). The default block is all episodes.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: allowed are {LAYOUTS}")
     if episode_block is not None and (isinstance(episode_block, bool)
                                       or not isinstance(episode_block, int) or episode_block < 1):
         raise ValueError(f"episode_block={episode_block!r}: allowed is None or an int >= 1")
-    if layout == "episodes_last" and not cfg.local_obs:
-        raise ValueError("layout='episodes_last' computes the paper's local observation only; "
-                         "with EnvConfig observation options (obs_interference, obs_clock, "
-                         "obs_share) use layout='vmap' or 'auto'")
     if layout == "auto":
-        small = cfg.num_ues <= EPISODES_LAST_MAX_UES and cfg.local_obs
+        small = cfg.num_ues <= EPISODES_LAST_MAX_UES
         layout = ("episodes_last" if small and num_episodes >= EPISODES_LAST_MIN_EPISODES
                   else "vmap")
     block = num_episodes if episode_block is None else min(episode_block, num_episodes)
@@ -840,7 +759,7 @@ def resolve_layout(cfg: EnvConfig, num_episodes: int, layout: str = "vmap",
 
 def rollout(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_episodes: int,
             return_trajectory: bool = False, episode_block: Optional[int] = None,
-            layout: str = "vmap") -> RolloutResult:
+            layout: str = "auto") -> RolloutResult:
     """Run ``num_episodes`` independent episodes of ``policy`` in parallel (batched ``scan``).
 
     Episode ``e`` uses ``jax.random.split(key, num_episodes)[e]``, so its draws do not depend on
@@ -862,11 +781,11 @@ def rollout(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_episodes
       episode_block: run the episodes in blocks of this many, one block after the other, each
         for the whole horizon (``None``: all at once); the last block may be smaller. Bounds
         the memory of a step (and of a trajectory's per-step outputs before they are stacked).
-      layout: ``"vmap"`` (the default: ``vmap`` of the one-episode scan, episode axis first;
-        the results of earlier versions bit for bit), ``"episodes_last"`` (the step batched by
-        hand with the episode axis last: on CPU about 1.7x the throughput of ``"vmap"`` in the
-        default scenario from a few dozen episodes on, see ``benchmarks/RESULTS.md``) or
-        ``"auto"`` (:func:`resolve_layout`).
+      layout: ``"auto"`` (the default: the faster layout for this size, :func:`resolve_layout`),
+        ``"vmap"`` (``vmap`` of the one-episode scan of :func:`step`, episode axis first: what a
+        user's own ``jax.vmap`` does) or ``"episodes_last"`` (the same physics with the episode
+        axis last: on CPU faster than ``"vmap"`` from a few dozen episodes on in networks of up
+        to :data:`EPISODES_LAST_MAX_UES` UEs, see ``benchmarks/RESULTS.md``).
 
     Returns:
       :class:`RolloutResult`.

@@ -1,26 +1,73 @@
 """Radio layer: SINR, Shannon rates, proportional-fair (PF) averages, weights and rewards.
 
-Pure, shape-documented functions of one network snapshot; batch them with ``vmap``.
-Notation (docs/design.md §1): ``I`` APs, ``K`` UEs, ``g[i, j]`` the linear channel power gain from
-AP ``i`` to UE ``j``, ``P_i`` AP ``i``'s transmit power, ``N`` the noise power (all in W).
+Pure, shape-documented functions of one network snapshot. Notation (docs/design.md §1): ``I``
+APs, ``K`` UEs, ``g[i, j]`` the linear channel power gain from AP ``i`` to UE ``j``, ``P_i`` AP
+``i``'s transmit power, ``N`` the noise power (all in W).
+
+Batching: the AP and UE axes come first and any number of *trailing* batch axes ``*B`` may
+follow (``gain [I, K, *B]``, ``serving [I, *B]``, results ``[K, *B]``): the simulator runs a
+batch of episodes with the episode axis last (:func:`jaxrrm.env.rollout`), where every kernel is
+a long contiguous loop over episodes. Without batch axes the shapes are those of one snapshot;
+``vmap`` over a leading axis works as well. Sums over APs are written out as additions, first AP
+to last, so that a result does not depend on the batch shape (XLA chooses a reduction's order
+from the array's shape).
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
+#: Up to this many UEs a sum over UEs is written out as additions (first to last); beyond, it is
+#: XLA's reduction (whose order then depends on the shapes).
+UNROLLED_MAX_UES = 64
+
+
+def sum_first(x):
+    """Sum over axis 0, first to last (``x[0] + x[1] + ...``): ``[n, ...] -> [...]``."""
+    acc = x[0]
+    for i in range(1, x.shape[0]):
+        acc = acc + x[i]
+    return acc
+
+
+def mean_ues(x):
+    """Mean over the UE axis 0 of ``[K, *B]`` values: ``[*B]`` (:func:`sum_first` up to
+    :data:`UNROLLED_MAX_UES` UEs, else XLA's mean)."""
+    num_ues = x.shape[0]
+    if num_ues <= UNROLLED_MAX_UES:
+        return sum_first(x) / num_ues
+    return jnp.mean(x, axis=0)
+
+
+def per_ap(x, extra_dims: int):
+    """A scalar or per-AP ``[I]`` quantity (a power, say) broadcastable against ``[I, ...]``
+    arrays with ``extra_dims`` axes after the AP axis."""
+    x = jnp.asarray(x)
+    return x.reshape(x.shape + (1,) * extra_dims) if x.ndim else x
+
+
+def served_by(serving, num_ues: int):
+    """``S[i, j]`` = AP ``i`` serves UE ``j`` this slot: ``[I, *B] int -> [I, K, *B]`` bool.
+
+    Args:
+      serving: ``[I, *B]`` int32, UE index served by each AP, ``-1`` = silent.
+      num_ues: int ``K`` (static).
+    """
+    ues = jnp.arange(num_ues, dtype=jnp.int32).reshape((1, num_ues) + (1,) * (serving.ndim - 1))
+    return jnp.asarray(serving, jnp.int32)[:, None] == ues
+
 
 def serving_matrix(serving, num_ues: int):
     """One-hot serving matrix: ``S[i, j] = 1`` iff AP ``i`` serves UE ``j`` this slot.
 
     Args:
-      serving: ``[I]`` int32, UE index served by each AP, ``-1`` = silent.
+      serving: ``[I, *B]`` int32, UE index served by each AP, ``-1`` = silent.
       num_ues: int ``K`` (static).
 
     Returns:
-      ``[I, K]`` float32 in {0, 1}.
+      ``[I, K, *B]`` float32 in {0, 1}.
     """
-    return (serving[:, None] == jnp.arange(num_ues)[None, :]).astype(jnp.float32)
+    return served_by(serving, num_ues).astype(jnp.float32)
 
 
 def sinr(gain, serving, tx_power_w, noise_w):
@@ -37,21 +84,22 @@ def sinr(gain, serving, tx_power_w, noise_w):
     UE belongs to one AP).
 
     Args:
-      gain: ``[I, K]`` float, linear channel power gains.
-      serving: ``[I]`` int32, served UE index per AP, ``-1`` = silent.
+      gain: ``[I, K, *B]`` float, linear channel power gains.
+      serving: ``[I, *B]`` int32, served UE index per AP, ``-1`` = silent.
       tx_power_w: scalar or ``[I]`` float, W.
       noise_w: scalar float, W.
 
     Returns:
-      ``[K]`` float32, linear SINR (0 for UEs not served).
+      ``[K, *B]`` float32, linear SINR (0 for UEs not served).
     """
-    num_aps, num_ues = gain.shape
-    s = serving_matrix(serving, num_ues)  # [I, K]
-    active = (serving >= 0).astype(gain.dtype)  # [I]
-    rx = jnp.broadcast_to(jnp.asarray(tx_power_w, gain.dtype), (num_aps,))[:, None] * gain
-    signal = jnp.sum(s * rx, axis=0)
-    interference = jnp.sum((active[:, None] - s) * rx, axis=0)
-    served = jnp.sum(s, axis=0) > 0
+    num_ues = gain.shape[1]
+    s_b = served_by(serving, num_ues)
+    s = s_b.astype(gain.dtype)  # [I, K, *B]
+    active = (serving >= 0).astype(gain.dtype)[:, None]  # [I, 1, *B]
+    rx = per_ap(tx_power_w, gain.ndim - 1) * gain
+    signal = sum_first(s * rx)
+    interference = sum_first((active - s) * rx)
+    served = jnp.any(s_b, axis=0)
     return jnp.where(served, signal / (interference + noise_w), 0.0)
 
 
@@ -62,19 +110,20 @@ def sinr_all_active(gain, association, tx_power_w, noise_w):
         \\widehat{\\mathrm{SINR}}_j = \\frac{P_{a(j)} g_{a(j)j}}{\\sum_{i \\ne a(j)} P_i g_{ij} + N}
 
     Args:
-      gain: ``[I, K]`` float, linear.
-      association: ``[K]`` int32, serving AP ``a(j)`` of each UE.
+      gain: ``[I, K, *B]`` float, linear.
+      association: ``[K, *B]`` int32, serving AP ``a(j)`` of each UE.
       tx_power_w: scalar or ``[I]`` float, W.
       noise_w: scalar float, W.
 
     Returns:
-      ``[K]`` float32, linear.
+      ``[K, *B]`` float32, linear.
     """
     num_aps = gain.shape[0]
-    own = (association[None, :] == jnp.arange(num_aps)[:, None]).astype(gain.dtype)  # [I, K]
-    rx = jnp.broadcast_to(jnp.asarray(tx_power_w, gain.dtype), (num_aps,))[:, None] * gain
-    signal = jnp.sum(own * rx, axis=0)
-    interference = jnp.sum((1.0 - own) * rx, axis=0)
+    aps = jnp.arange(num_aps, dtype=association.dtype).reshape((num_aps,) + (1,) * association.ndim)
+    own = (association[None] == aps).astype(gain.dtype)  # [I, K, *B]
+    rx = per_ap(tx_power_w, gain.ndim - 1) * gain
+    signal = sum_first(own * rx)
+    interference = sum_first((1.0 - own) * rx)
     return signal / (interference + noise_w)
 
 
@@ -124,23 +173,31 @@ def pf_weights(avg, floor_mbps=1e-6):
     return 1.0 / jnp.maximum(avg, floor_mbps)
 
 
-def pf_reward(rate, weights, lam):
+def pf_reward(rate, weights, lam, served=None):
     """The paper's PF-weighted reward: :math:`r = \\frac{1}{K}\\sum_j w_j^{\\lambda} C_j`.
 
     :math:`\\lambda = 0` rewards raw throughput (Mbit/s); :math:`\\lambda = 1` is classic PF.
 
     Args:
-      rate: ``[K]`` float, Mbit/s, this slot's rates.
-      weights: ``[K]`` float, 1/(Mbit/s), the PF weights in force for this slot.
+      rate: ``[..., K]`` float, Mbit/s, this slot's rates (the UE axis last); with ``served``,
+        ``[K, *B]`` (the UE axis first).
+      weights: same shape, 1/(Mbit/s), the PF weights in force for this slot.
       lam: scalar float in [0, 1].
+      served: ``None``, or the ``[I, K, *B]`` bool :func:`served_by` matrix of the slot: since
+        :math:`C_j = 0` for a UE no AP serves, :math:`w^\\lambda` (a libm ``pow``) is then
+        evaluated for the ``I`` served UEs only, not all ``K``; same value up to rounding.
 
     Returns:
-      Scalar float (units Mbit/s^(1-lambda)).
+      ``[...]`` (``[*B]`` with ``served``) float (units Mbit/s^(1-lambda)).
     """
-    return jnp.mean(jnp.power(weights, lam) * rate, axis=-1)
+    if served is None:
+        return jnp.mean(jnp.power(weights, lam) * rate, axis=-1)
+    w_served = jnp.max(jnp.where(served, weights[None], 0.0), axis=1)  # [I, *B]
+    pw_ue = sum_first(jnp.where(served, jnp.power(w_served, lam)[:, None], 0.0))  # [K, *B]
+    return mean_ues(pw_ue * rate)
 
 
-def log_utility_reward(avg_new, avg_old):
+def log_utility_reward(avg_new, avg_old, ue_axis: int = -1):
     """PF-utility increment: :math:`r = \\frac{1}{K}\\sum_j [\\log \\bar C_j(t) - \\log \\bar C_j(t-1)]`.
 
     Summed over an episode it telescopes to the change of the PF utility
@@ -148,12 +205,16 @@ def log_utility_reward(avg_new, avg_old):
     option of ours, not the paper's; docs/design.md §1).
 
     Args:
-      avg_new, avg_old: ``[K]`` float, Mbit/s, > 0.
+      avg_new, avg_old: float, Mbit/s, > 0, with the UE axis at ``ue_axis`` (``[..., K]`` by
+        default; ``ue_axis=0`` for ``[K, *B]``, the batch-last layout).
 
     Returns:
-      Scalar float, nats.
+      The shape without the UE axis, float, nats.
     """
-    return jnp.mean(jnp.log(avg_new) - jnp.log(avg_old), axis=-1)
+    d = jnp.log(avg_new) - jnp.log(avg_old)
+    if ue_axis == 0:
+        return mean_ues(d)
+    return jnp.mean(d, axis=ue_axis)
 
 
 def initial_average(large_gain, association, tx_power_w, noise_w, bandwidth_hz, num_aps: int):

@@ -30,6 +30,10 @@ CASES = {
                                 "ue_speed_mps": 30.0}),
     "many_ues": (EnvConfig(num_aps=2, num_ues=70, num_candidates=2, horizon=6), "max_sinr", {}),
     "few_ues": (EnvConfig(num_aps=4, num_ues=5, num_candidates=3, horizon=8), "tdm", {}),
+    # every observation option (the interference features are picked in the top-k pass)
+    "obs_options": (EnvConfig(num_aps=3, num_ues=9, num_candidates=2, horizon=8,
+                              obs_interference=True, obs_clock=True, obs_share="global"),
+                    "reward_greedy", {"tx_power_dbm": jnp.array([30.0, 24.0, 27.0])}),
 }
 
 
@@ -92,17 +96,20 @@ def test_vmap_blocks_match_to_rounding():
         np.testing.assert_allclose(y, x, rtol=2e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
 
 
-def test_default_layout_is_vmap_and_unchanged():
-    # The default of rollout is the vmap of the one-episode scan, as before the layouts existed.
+def test_vmap_layout_is_the_vmap_of_step_and_default_is_auto():
+    # layout="vmap" is the vmap of the one-episode scan of env.step (what a user's own vmap
+    # does), bit for bit; the default layout is "auto" (the faster one for the size).
     cfg, pol_name, _ = CASES["pf"]
     params = EnvParams.create(cfg)
     pol = baselines.make(pol_name, cfg)
     keys = jax.random.split(jax.random.key(3), E)
     direct = jax.jit(jax.vmap(lambda k: env._episode(k, pol, params, cfg, False)))(keys)
-    res = jax.jit(lambda k: env.rollout(k, pol, params, cfg, E))(jax.random.key(3))
+    res = jax.jit(lambda k: env.rollout(k, pol, params, cfg, E, layout="vmap"))(
+        jax.random.key(3))
     np.testing.assert_array_equal(res.ue_rates_mbps, direct[0])
     np.testing.assert_array_equal(res.rewards, direct[1])
-    assert env.resolve_layout(cfg, E) == ("vmap", E)
+    assert env.resolve_layout(cfg, E) == env.resolve_layout(cfg, E, "auto")
+    assert env.resolve_layout(cfg, 64) == ("episodes_last", 64)
 
 
 def test_episodes_last_under_vmap_over_seeds_and_params():
@@ -126,6 +133,9 @@ def test_episodes_last_under_vmap_over_seeds_and_params():
 def test_resolve_layout():
     small, big = EnvConfig(num_ues=24), EnvConfig(num_aps=2, num_ues=200)
     assert env.resolve_layout(small, 64, "auto") == ("episodes_last", 64)
+    # the observation options run in the episodes-last layout too (one physics for both)
+    opts = EnvConfig(num_ues=24, obs_interference=True, obs_clock=True, obs_share="global")
+    assert env.resolve_layout(opts, 64, "auto") == ("episodes_last", 64)
     assert env.resolve_layout(small, 8, "auto") == ("vmap", 8)
     assert env.resolve_layout(big, 4096, "auto") == ("vmap", 4096)
     assert env.resolve_layout(small, 64, "episodes_last", 100) == ("episodes_last", 64)
