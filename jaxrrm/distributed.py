@@ -41,19 +41,18 @@ names both numbers. Evaluation and rollouts accept ``pad=True``: the keys are pa
 the last one up to the next multiple, and the padded rows are dropped from the results (wasted
 work, the same results). Training seeds are never padded (the state's shape is the user's).
 
-Start-up (:func:`initialize`, :func:`setup`) reads, in this order: explicit arguments
-(``--coordinator``, ``--num-processes``, ``--process-id`` of :func:`add_arguments`), then the
-environment variables ``JAX_COORDINATOR_ADDRESS`` (read by JAX itself), ``JAX_NUM_PROCESSES`` and
-``JAX_PROCESS_ID`` (read here; JAX has no variables for these), and with ``--auto-cluster`` JAX's
-cluster detection (Slurm, Open MPI, Kubernetes, Cloud TPU). With none of these it does nothing:
-one process, default device, no flags.
+Start-up (:func:`initialize`) reads, in this order: explicit arguments (from the command line:
+``--coordinator``, ``--num-processes``, ``--process-id`` of ``experiments/cli_distributed.py``),
+then the environment variables ``JAX_COORDINATOR_ADDRESS`` (read by JAX itself),
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (read here; JAX has no variables for these), and
+with ``auto_detect`` (``--auto-cluster``) JAX's cluster detection (Slurm, Open MPI, Kubernetes,
+Cloud TPU). With none of these it does nothing: one process, default device, no flags.
 
 Shapes: ``D`` devices in the mesh, ``S`` seeds, ``E`` episodes, ``K`` UEs.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 from typing import Callable, NamedTuple, Optional, Sequence, Union
@@ -328,93 +327,3 @@ def shard_trainer(trainer, mesh: Mesh) -> ShardedTrainer:
 
     return ShardedTrainer(init=init, run_chunk=run_chunk, evaluate=evaluate_seeds,
                           evaluate_rates=evaluate_rates, mesh=mesh)
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-
-
-def _devices_arg(text: str):
-    if text == "all":
-        return "all"
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}"
-                                         ) from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {v}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    v = _nonneg_int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the device and host options (all optional; one process on one device by default)."""
-    g = parser.add_argument_group(
-        "devices and hosts", "shard episodes and seeds over devices and processes with JAX's "
-        "distributed runtime (see README 'Scaling out'); results do not depend on these")
-    g.add_argument("--devices", type=_devices_arg, default=None, metavar="N|all",
-                   help="devices to shard over, of every process (default: 1 for one process, "
-                        "all for a multi-process run); on CPU, more than one needs XLA_FLAGS="
-                        "--xla_force_host_platform_device_count=N")
-    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                   help=f"address of process 0 for a multi-process run (default "
-                        f"${ENV_COORDINATOR})")
-    g.add_argument("--num-processes", type=_positive_int, default=None, metavar="N",
-                   help=f"number of processes of a multi-process run (default "
-                        f"${ENV_NUM_PROCESSES})")
-    g.add_argument("--process-id", type=_nonneg_int, default=None, metavar="I",
-                   help=f"this process, 0..N-1 (default ${ENV_PROCESS_ID})")
-    g.add_argument("--auto-cluster", action="store_true",
-                   help="let JAX detect the cluster (Slurm, Open MPI, Kubernetes, Cloud TPU) "
-                        "for the coordinator, process count and id")
-
-
-def setup(args) -> Optional[Mesh]:
-    """Initialize the distributed runtime from :func:`add_arguments`' options and make the mesh.
-
-    Call it before any other JAX work (before building environment parameters).
-
-    Returns:
-      None for the default (one process, one device: callers take their unsharded path), else
-      the 1-D mesh over ``--devices`` devices (all of them for a multi-process run).
-
-    Raises:
-      ValueError: inconsistent options (see :func:`initialize`, :func:`make_mesh`).
-    """
-    initialize(getattr(args, "coordinator", None), getattr(args, "num_processes", None),
-               getattr(args, "process_id", None), auto_detect=getattr(args, "auto_cluster", False))
-    devices = getattr(args, "devices", None)
-    if devices is None:
-        devices = "all" if jax.process_count() > 1 else 1
-    if devices == "all":
-        devices = len(jax.devices())
-    if devices == 1 and jax.process_count() == 1:
-        return None
-    return make_mesh(devices)
-
-
-def describe(mesh: Optional[Mesh]) -> dict:
-    """JSON-able description of the run's layout (for a run's config file; not for summaries,
-    which do not depend on it)."""
-    return {"process_count": jax.process_count(), "process_index": jax.process_index(),
-            "mesh_devices": 1 if mesh is None else num_devices(mesh),
-            "platform": jax.default_backend(),
-            "local_devices": [str(d) for d in jax.local_devices()]}

@@ -245,11 +245,12 @@ def small_experiment(argv) -> dict:
     four-seed CQL training; the writer process writes summary.json. Returns the summary."""
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, required=True)
+    from experiments import cli_distributed
     from jaxrrm import distributed as dist
 
-    dist.add_arguments(p)
+    cli_distributed.add_arguments(p)
     args = p.parse_args(argv)
-    mesh = dist.setup(args)  # before any JAX work
+    mesh = cli_distributed.setup(args)  # before any JAX work
 
     import jax
 
@@ -377,26 +378,27 @@ def no_dist_env(monkeypatch):
 def test_default_is_one_process_one_device_no_flags(no_dist_env):
     import jax
 
+    from experiments import cli_distributed
     from jaxrrm import distributed as dist
 
     p = argparse.ArgumentParser()
-    dist.add_arguments(p)
+    cli_distributed.add_arguments(p)
     args = p.parse_args([])
-    assert dist.setup(args) is None
+    assert cli_distributed.setup(args) is None
     assert not jax.distributed.is_initialized()
     assert dist.is_writer() and jax.process_count() == 1
-    assert dist.describe(None)["mesh_devices"] == 1
+    assert cli_distributed.describe(None)["mesh_devices"] == 1
     # --devices 1 is the same default; a one-device mesh is still available explicitly.
-    assert dist.setup(p.parse_args(["--devices", "1"])) is None
+    assert cli_distributed.setup(p.parse_args(["--devices", "1"])) is None
     mesh = dist.make_mesh()
     assert mesh.axis_names == ("batch",) and dist.num_devices(mesh) == 1
 
 
 def test_command_line_options():
-    from jaxrrm import distributed as dist
+    from experiments import cli_distributed
 
     p = argparse.ArgumentParser()
-    dist.add_arguments(p)
+    cli_distributed.add_arguments(p)
     a = p.parse_args(["--devices", "all", "--coordinator", "10.0.0.1:1234", "--num-processes",
                       "2", "--process-id", "1", "--auto-cluster"])
     assert (a.devices, a.coordinator, a.num_processes, a.process_id, a.auto_cluster) == (

@@ -185,6 +185,18 @@ def test_no_private_names_of_other_modules():
     assert not stale, f"allow-listed private uses no longer present (remove them): {stale}"
 
 
+def test_library_does_not_parse_command_lines():
+    """argparse belongs to the entry points (experiments/, benchmarks/), not the library."""
+    users = []
+    for mod, path in modules().items():
+        for node in ast.walk(_parse(path)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] == "argparse" for n in names):
+                users.append(mod)
+    assert not users, f"jaxrrm modules importing argparse: {sorted(set(users))}"
+
+
 def test_scanner_sees_edges_and_private_uses(tmp_path):
     """The scanner on a tiny package: relative, absolute and deferred imports are edges; a
     cycle is found; ``mod._x`` and ``from .mod import _x`` are private uses, dunders are not."""
