@@ -28,14 +28,21 @@ class CliError(Exception):
     """A user error with a message worth printing as is (no traceback)."""
 
 
-def positive_int(text: str) -> int:
+def int_at_least(text: str, low: int, expected: str) -> int:
+    """``text`` as an integer ``>= low``, else ``argparse.ArgumentTypeError("expected
+    <expected>, got <text or value>")`` (for argparse types)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ``>= 1``."""
+    return int_at_least(text, 1, "a positive integer")
 
 
 def seed_int(text: str) -> int:

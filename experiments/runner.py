@@ -149,9 +149,9 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     g.add_argument("--gamma", type=number_in(0.0, 0.999999), default=None,
                    help="discount of the CQL learners' TD target (default 0.9)")
     add_env_argument(p)
-    from jaxrrm import distributed
+    from experiments import cli_distributed
 
-    distributed.add_arguments(p)
+    cli_distributed.add_arguments(p)
     p.add_argument("--seed", type=seed_int, default=0,
                    help=f"base PRNG seed of the run, an integer in [0, {MAX_SEED}]")
     p.add_argument("--out", type=Path, default=None,
@@ -294,10 +294,11 @@ def resolve(args, name: str, **env_defaults) -> Run:
         raise common.CliError(f"--quick and --preset {args.preset} exclude each other: --quick "
                               "is its own preset")
     fast_compile_for_quick(args)
+    from experiments import cli_distributed
     from jaxrrm import distributed
 
     try:
-        mesh = distributed.setup(args)
+        mesh = cli_distributed.setup(args)
     except ValueError as e:
         raise common.CliError(f"devices: {e}") from None
 

@@ -112,7 +112,7 @@ def test_fingerprint_changes_with_content_and_config():
 
 def test_mmap(saved, monkeypatch):
     path, ds, _ = saved
-    monkeypatch.setattr(data, "MMAP_MIN_BYTES", 0)
+    monkeypatch.setattr(data.storage, "MMAP_MIN_BYTES", 0)
     loaded, _ = data.load(path)
     assert all(isinstance(getattr(loaded, f), np.memmap) for f in data.FIELDS)
     assert not loaded.obs.flags.writeable
@@ -253,7 +253,7 @@ class _FailOnCall:
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     path = tmp_path / "ds"
-    monkeypatch.setattr(data.np, "save", _FailOnCall(3))
+    monkeypatch.setattr(data.storage.np, "save", _FailOnCall(3))
     with pytest.raises(OSError, match="disk on fire"):
         data.save(path, synthetic(50), meta_for())
     assert not path.exists()
@@ -265,8 +265,8 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
 def test_killed_write_leaves_nothing_that_loads(tmp_path, monkeypatch):
     # A process killed mid-write cannot clean up: simulate by disabling the clean-up.
     path = tmp_path / "ds"
-    monkeypatch.setattr(data.np, "save", _FailOnCall(3))
-    monkeypatch.setattr(data.shutil, "rmtree", lambda *a, **kw: None)
+    monkeypatch.setattr(data.storage.np, "save", _FailOnCall(3))
+    monkeypatch.setattr(data.storage.shutil, "rmtree", lambda *a, **kw: None)
     with pytest.raises(OSError):
         data.save(path, synthetic(50), meta_for())
     assert not path.exists()
@@ -281,7 +281,7 @@ def test_killed_write_leaves_nothing_that_loads(tmp_path, monkeypatch):
 
 def test_interrupted_overwrite_keeps_old_dataset(saved, monkeypatch):
     path, ds, meta = saved
-    monkeypatch.setattr(data.np, "save", _FailOnCall(5))
+    monkeypatch.setattr(data.storage.np, "save", _FailOnCall(5))
     with pytest.raises(OSError):
         data.save(path, synthetic(40, seed=3), meta_for(), overwrite=True)
     loaded, meta2 = data.load(path)
@@ -506,11 +506,11 @@ def rollout_traj():
     """A ``rollout(..., return_trajectory=True)`` trajectory of 2 episodes [E, T, ...].
 
     Made by ``jax.vmap`` of one-episode ``env.rollout`` calls inside the collection program of
-    :func:`data.collect_policy` (``data._rollout_chunk``), so that it shares that compilation.
+    :func:`data.collect_policy` (``data.rollout_chunk``), so that it shares that compilation.
     """
     keys = jax.random.split(jax.random.key(11), 2)
-    return data._rollout_chunk(keys, baselines.make("full_reuse", CFG), EnvParams.create(CFG),
-                               CFG)
+    return data.rollout_chunk(keys, baselines.make("full_reuse", CFG), EnvParams.create(CFG),
+                              CFG)
 
 
 def test_rollout_chunk_is_rollout(rollout_traj):

@@ -114,10 +114,14 @@ def run_workload(mesh=None) -> dict:
     out["ep_rates"], out["ep_rewards"] = np.asarray(r.ue_rates_mbps), np.asarray(r.rewards)
     from jaxrrm import data  # dataset collection's episode chunk (one episode per key)
 
-    chunk = (data._rollout_chunk(keys, pol, params, cfg) if mesh is None
+    chunk = (data.rollout_chunk(keys, pol, params, cfg) if mesh is None
              else dist.rollout_chunk(keys, pol, params, cfg, mesh))
     out["chunk_actions"] = np.asarray(chunk["actions"])
     out["chunk_rates"] = np.asarray(chunk["info"]["rates_mbps"])
+    if mesh is not None:  # the sharded chunk data.collect_policy runs (jaxrrm.data.collection)
+        chunk = data.sharded_rollout_chunk(keys, pol, params, cfg, mesh)
+        out["collect_chunk_actions"] = np.asarray(chunk["actions"])
+        out["collect_chunk_rates"] = np.asarray(chunk["info"]["rates_mbps"])
     if mesh is not None:  # 6 seeds on 4 devices: padded to 8, 2 rows dropped
         rates6, _ = dist.rollout_seeds(keys[:6], pol, params, cfg, EPISODES, mesh, pad=True)
         out["seed_rates_pad6"] = np.asarray(rates6)
@@ -195,6 +199,9 @@ def test_sharded_rollouts_equal_unsharded(sharded_vs_unsharded):
     # Equal to float32 rounding (XLA CPU compiles each per-device batch size on its own; most
     # entries are bitwise equal). Different keys would give differences of order 1..100.
     np.testing.assert_array_equal(sh["chunk_actions"], ref["chunk_actions"])
+    np.testing.assert_array_equal(sh["collect_chunk_actions"], ref["chunk_actions"])
+    np.testing.assert_allclose(sh["collect_chunk_rates"], ref["chunk_rates"], rtol=1e-5,
+                               atol=1e-5)
     for k in ("seed_rates", "ep_rates", "seed_returns", "ep_rewards", "chunk_rates"):
         assert sh[k].shape == ref[k].shape, k
         np.testing.assert_allclose(sh[k], ref[k], rtol=1e-5, atol=1e-5, err_msg=k)
@@ -238,11 +245,12 @@ def small_experiment(argv) -> dict:
     four-seed CQL training; the writer process writes summary.json. Returns the summary."""
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, required=True)
+    from experiments import cli_distributed
     from jaxrrm import distributed as dist
 
-    dist.add_arguments(p)
+    cli_distributed.add_arguments(p)
     args = p.parse_args(argv)
-    mesh = dist.setup(args)  # before any JAX work
+    mesh = cli_distributed.setup(args)  # before any JAX work
 
     import jax
 
@@ -370,26 +378,27 @@ def no_dist_env(monkeypatch):
 def test_default_is_one_process_one_device_no_flags(no_dist_env):
     import jax
 
+    from experiments import cli_distributed
     from jaxrrm import distributed as dist
 
     p = argparse.ArgumentParser()
-    dist.add_arguments(p)
+    cli_distributed.add_arguments(p)
     args = p.parse_args([])
-    assert dist.setup(args) is None
+    assert cli_distributed.setup(args) is None
     assert not jax.distributed.is_initialized()
     assert dist.is_writer() and jax.process_count() == 1
-    assert dist.describe(None)["mesh_devices"] == 1
+    assert cli_distributed.describe(None)["mesh_devices"] == 1
     # --devices 1 is the same default; a one-device mesh is still available explicitly.
-    assert dist.setup(p.parse_args(["--devices", "1"])) is None
+    assert cli_distributed.setup(p.parse_args(["--devices", "1"])) is None
     mesh = dist.make_mesh()
     assert mesh.axis_names == ("batch",) and dist.num_devices(mesh) == 1
 
 
 def test_command_line_options():
-    from jaxrrm import distributed as dist
+    from experiments import cli_distributed
 
     p = argparse.ArgumentParser()
-    dist.add_arguments(p)
+    cli_distributed.add_arguments(p)
     a = p.parse_args(["--devices", "all", "--coordinator", "10.0.0.1:1234", "--num-processes",
                       "2", "--process-id", "1", "--auto-cluster"])
     assert (a.devices, a.coordinator, a.num_processes, a.process_id, a.auto_cluster) == (

@@ -226,7 +226,7 @@ def _spied(ds):
 
 
 def test_check_content_reads_in_chunks(collected, monkeypatch):
-    monkeypatch.setattr(data, "CHECK_CHUNK_ROWS", 4)
+    monkeypatch.setattr(data.transitions, "CHECK_CHUNK_ROWS", 4)
     bad = mutable(collected[0])
     bad.rates_mbps[21, 2] = np.nan  # in the last chunk: the index is the dataset's, not the chunk's
     spied, reads = _spied(bad)
