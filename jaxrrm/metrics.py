@@ -132,7 +132,7 @@ def _runs_by_tasks(scores) -> np.ndarray:
 
 
 def iqm(scores) -> float:
-    """Interquartile mean: the mean of the middle 50% of all scores (runs x tasks pooled),
+    r"""Interquartile mean: the mean of the middle 50% of all scores (runs x tasks pooled),
     ``scipy.stats.trim_mean(scores, 0.25, axis=None)`` as rliable's ``aggregate_iqm``.
 
     .. math::
@@ -195,7 +195,7 @@ def bootstrap_ci(scores, statistic: str = "mean", confidence: float = 0.95,
 
 
 def probability_of_improvement(scores_x, scores_y) -> float:
-    """:math:`P(X > Y)`: the probability that a run of ``X`` scores above a run of ``Y`` on the
+    r""":math:`P(X > Y)`: the probability that a run of ``X`` scores above a run of ``Y`` on the
     same task, ties counting one half, averaged over tasks (rliable's
     ``probability_of_improvement``: the Mann-Whitney U statistic over :math:`n_x n_y`).
 

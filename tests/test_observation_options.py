@@ -158,12 +158,24 @@ def test_baselines_and_physics_ignore_the_options():
         np.testing.assert_array_equal(a.ue_rates_mbps, b.ue_rates_mbps)
 
 
-def test_episodes_last_layout_refuses_options_and_auto_falls_back():
-    with pytest.raises(ValueError, match="observation options"):
-        env.resolve_layout(CFG, 64, "episodes_last")
-    assert env.resolve_layout(CFG, 64, "auto")[0] == "vmap"
-    assert env.resolve_layout(CFG.replace(obs_interference=False, obs_clock=False,
-                                          obs_share="local"), 64, "auto")[0] == "episodes_last"
+def test_episodes_last_layout_computes_the_options():
+    # The options once ran in the vmap layout only; the physics is now written once for both
+    # layouts, so the episodes-last rollout (the default from 32 episodes on) must give the
+    # vmap layout's trajectory, observations included.
+    assert env.resolve_layout(CFG, 64, "auto")[0] == "episodes_last"
+    params = EnvParams.create(CFG)
+    pol = baselines.make("reward_greedy", CFG)
+    out = {lay: jax.device_get(env.rollout_jit(jax.random.key(5), pol, params, CFG, 4,
+                                               return_trajectory=True, layout=lay))
+           for lay in ("vmap", "episodes_last")}
+    a, b = out["vmap"], out["episodes_last"]
+    for name in ("agents", "global_state"):
+        np.testing.assert_allclose(getattr(b.trajectory["obs"], name),
+                                   getattr(a.trajectory["obs"], name), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(b.trajectory["obs"].action_mask,
+                                  a.trajectory["obs"].action_mask)
+    np.testing.assert_array_equal(b.trajectory["actions"], a.trajectory["actions"])
+    np.testing.assert_allclose(b.ue_rates_mbps, a.ue_rates_mbps, rtol=2e-5, atol=1e-5)
 
 
 def test_datasets_carry_the_option_shapes():
