@@ -686,6 +686,24 @@ def _scan_episodes_last(obs, state, k_pol, seed0, seed1, policy: Policy, params:
     return rate_sum, n_masked, out
 
 
+def _in_blocks(run, tree, block: int):
+    """``run`` (leaves ``[B, ...]`` -> outputs ``[B, ...]``) over ``tree``'s leading axis in
+    blocks of ``block``, one after the other (``lax.map``), the last block possibly smaller."""
+    num = jax.tree.leaves(tree)[0].shape[0]
+    num_full = num // block
+    parts = []
+    if num_full == 1:
+        parts.append(run(jax.tree.map(lambda x: x[:block], tree)))
+    elif num_full > 1:
+        head = jax.tree.map(
+            lambda x: x[: num_full * block].reshape((num_full, block) + x.shape[1:]), tree)
+        blocked = jax.lax.map(run, head)
+        parts.append(jax.tree.map(lambda x: x.reshape((num_full * block,) + x.shape[2:]), blocked))
+    if num_full * block < num:
+        parts.append(run(jax.tree.map(lambda x: x[num_full * block:], tree)))
+    return parts[0] if len(parts) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
 def _rollout_episodes_last(keys, policy: Policy, params: EnvParams, cfg: EnvConfig,
                            return_trajectory: bool, block: int):
     """Episodes ``keys`` [E] in the episodes-last layout, in blocks of ``block`` episodes (each
@@ -700,29 +718,15 @@ def _rollout_episodes_last(keys, policy: Policy, params: EnvParams, cfg: EnvConf
     seed0, seed1 = channel.seed_words(step_keys[:, :, 1])  # [E, T] each
     # Everything per episode, episode axis first: (obs, state, policy keys, seed words).
     per_episode = (obs, state, step_keys[:, :, 0], seed0, seed1)
-    scan = lambda ob, st, kp, s0, s1: _scan_episodes_last(  # noqa: E731
-        ob, st, kp, s0, s1, policy, params, cfg, return_trajectory)
 
     def run(tree):  # [B, ...] leaves -> outputs, episode axis first
         ob, st, kp, s0, s1 = jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), tree)
-        rate_sum, n_masked, out = scan(ob, st, kp, s0, s1)
+        rate_sum, n_masked, out = _scan_episodes_last(ob, st, kp, s0, s1, policy, params, cfg,
+                                                      return_trajectory)
         out = jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), out)  # [T, ..., B] -> [B, T, ...]
         return rate_sum.T, n_masked, out
 
-    num_ep = keys.shape[0]
-    num_full = num_ep // block
-    parts = []
-    if num_full == 1:
-        parts.append(run(jax.tree.map(lambda x: x[:block], per_episode)))
-    elif num_full > 1:
-        head = jax.tree.map(
-            lambda x: x[: num_full * block].reshape((num_full, block) + x.shape[1:]), per_episode)
-        blocked = jax.lax.map(run, head)
-        parts.append(jax.tree.map(lambda x: x.reshape((num_full * block,) + x.shape[2:]), blocked))
-    if num_full * block < num_ep:
-        parts.append(run(jax.tree.map(lambda x: x[num_full * block:], per_episode)))
-    rate_sum, n_masked, out = (parts[0] if len(parts) == 1 else
-                               jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts))
+    rate_sum, n_masked, out = _in_blocks(run, per_episode, block)
     traj = out if return_trajectory else None
     return rate_sum / cfg.horizon, out["rewards"], n_masked, traj
 
@@ -757,23 +761,52 @@ def resolve_layout(cfg: EnvConfig, num_episodes: int, layout: str = "auto",
     return layout, block
 
 
+def rollout_episodes(keys, policy: Policy, params: EnvParams, cfg: EnvConfig,
+                     return_trajectory: bool = False, episode_block: Optional[int] = None,
+                     layout: str = "auto") -> RolloutResult:
+    """Run the episodes of the given keys in parallel (batched ``scan``): the one rollout.
+
+    Episode ``e`` draws everything from ``keys[e]``: its reset from the first half of
+    ``jax.random.split(keys[e])``, its slots' policy and fading keys from the second. Every
+    rollout of the project (evaluation, dataset collection, training validation, the sharded
+    rollouts of :mod:`jaxrrm.distributed`, the benchmarks) is this function.
+
+    Args:
+      keys: ``[E]`` PRNG keys, one per episode.
+      policy, params, cfg, return_trajectory, episode_block, layout: as :func:`rollout`.
+
+    Returns:
+      :class:`RolloutResult`.
+    """
+    num_episodes = keys.shape[0]
+    layout, block = resolve_layout(cfg, num_episodes, layout, episode_block)
+    if layout == "episodes_last":
+        return RolloutResult(*_rollout_episodes_last(keys, policy, params, cfg,
+                                                     return_trajectory, block))
+    run = lambda k: _rollout_vmap(k, policy, params, cfg, return_trajectory)  # noqa: E731
+    return RolloutResult(*_in_blocks(run, keys, block))
+
+
 def rollout(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_episodes: int,
             return_trajectory: bool = False, episode_block: Optional[int] = None,
             layout: str = "auto") -> RolloutResult:
     """Run ``num_episodes`` independent episodes of ``policy`` in parallel (batched ``scan``).
 
-    Episode ``e`` uses ``jax.random.split(key, num_episodes)[e]``, so its draws do not depend on
-    how episodes are batched. Its numbers do only up to float32 rounding: XLA's CPU code for a
-    fused kernel (its reduction order, where it fuses a multiply-add) depends on the array shapes,
-    so that a different number of episodes, block or layout can change the last bits — and, at a
-    near tie, a policy's choice. The episodes-last layout is written so that its block changes no
-    bit. Jit it with ``policy``, ``cfg``, ``num_episodes``, ``return_trajectory``,
-    ``episode_block`` and ``layout`` static (:func:`rollout_jit` does).
+    :func:`rollout_episodes` of ``jax.random.split(key, num_episodes)``: episode ``e`` uses the
+    ``e``-th key, so its draws do not depend on how episodes are batched. Its numbers do only up
+    to float32 rounding: XLA's CPU code for a fused kernel (where it fuses a multiply-add, how it
+    vectorizes) depends on the array shapes, so that a different number of episodes, block or
+    layout can change the last bits — and, at a near tie, a policy's choice. The episodes-last
+    layout is written so that its block changes no bit. Jit it with ``cfg``, ``num_episodes``,
+    ``return_trajectory``, ``episode_block`` and ``layout`` static and the policy as a pytree
+    (:func:`rollout_jit` does).
 
     Args:
       key: PRNG key.
-      policy: a :data:`Policy` (hashable; reuse the same object to avoid recompiling). It is
-        called per episode, under ``vmap``.
+      policy: a :data:`Policy`: a plain function, or a ``jax.tree_util.Partial`` of an
+        ``apply_fn`` and its parameters (:func:`policy_with_params`), which :func:`rollout_jit`
+        traces as an argument, so that one compilation serves every parameter set. It is called
+        per episode, under ``vmap``.
       params: :class:`EnvParams` (may itself be vmapped over by the caller).
       cfg: :class:`EnvConfig`.
       num_episodes: ``E``.
@@ -790,29 +823,38 @@ def rollout(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_episodes
     Returns:
       :class:`RolloutResult`.
     """
-    layout, block = resolve_layout(cfg, num_episodes, layout, episode_block)
-    keys = jax.random.split(key, num_episodes)
-    if layout == "episodes_last":
-        rates, rewards, masked, traj = _rollout_episodes_last(keys, policy, params, cfg,
-                                                              return_trajectory, block)
-        return RolloutResult(rates, rewards, masked, traj)
-    fn = lambda k: _rollout_vmap(k, policy, params, cfg, return_trajectory)  # noqa: E731
-    num_full = num_episodes // block
-    parts = []
-    if num_full == 1:
-        parts.append(fn(keys[:block]))
-    elif num_full > 1:
-        blocked = jax.lax.map(fn, keys[: num_full * block].reshape(num_full, block))
-        parts.append(jax.tree.map(lambda x: x.reshape((num_full * block,) + x.shape[2:]),
-                                  blocked))
-    if num_full * block < num_episodes:
-        parts.append(fn(keys[num_full * block:]))
-    rates, rewards, masked, traj = (parts[0] if len(parts) == 1 else
-                                    jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts))
-    return RolloutResult(rates, rewards, masked, traj)
+    return rollout_episodes(jax.random.split(key, num_episodes), policy, params, cfg,
+                            return_trajectory, episode_block, layout)
 
 
-rollout_jit = jax.jit(rollout, static_argnames=("policy", "cfg", "num_episodes",
-                                                "return_trajectory", "episode_block", "layout"))
-"""``jax.jit`` of :func:`rollout` with the policy, config, episode count, flag, episode block
-and layout static."""
+def policy_with_params(apply_fn: Callable, policy_params) -> Policy:
+    """A :data:`Policy` of an ``apply_fn(policy_params, key, obs, state, env_params)`` and its
+    parameters, as a pytree (``jax.tree_util.Partial``): passed to a jitted rollout or
+    evaluation (:func:`rollout_jit`, :func:`jaxrrm.evaluate.rollout_seeds`) the parameters are
+    traced, so one compilation serves every parameter set of the same ``apply_fn`` (which must be
+    the same hashable object from call to call: a module-level function, or a frozen dataclass)."""
+    return jax.tree_util.Partial(apply_fn, policy_params)
+
+
+def as_pytree_policy(policy: Policy) -> Policy:
+    """``policy`` as a pytree for ``jit`` arguments: a ``Partial`` as it is, a plain function as
+    a ``Partial`` without arguments (no leaves; the function is part of the tree structure, so
+    it is static, compared by identity)."""
+    if isinstance(policy, jax.tree_util.Partial):
+        return policy
+    return jax.tree_util.Partial(policy)
+
+
+_rollout_jit = jax.jit(rollout, static_argnames=("cfg", "num_episodes", "return_trajectory",
+                                                 "episode_block", "layout"))
+
+
+def rollout_jit(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_episodes: int,
+                return_trajectory: bool = False, episode_block: Optional[int] = None,
+                layout: str = "auto") -> RolloutResult:
+    """``jax.jit`` of :func:`rollout`: the config, episode count, flag, episode block and layout
+    static, the policy a pytree argument (:func:`as_pytree_policy`): a plain policy function is
+    compiled once per function object, a :func:`policy_with_params` once per ``apply_fn``."""
+    return _rollout_jit(key, as_pytree_policy(policy), params, cfg, num_episodes,
+                        return_trajectory=return_trajectory, episode_block=episode_block,
+                        layout=layout)

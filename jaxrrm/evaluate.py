@@ -17,7 +17,7 @@ import numpy as np
 
 from . import metrics
 from .config import EnvConfig, EnvParams
-from .env import Policy, rollout
+from .env import Policy, as_pytree_policy, rollout
 
 METRIC_NAMES = ("sum_rate", "p5_rate", "score", "relative_score")
 
@@ -28,28 +28,38 @@ def seed_keys(seed: int, num_seeds: int):
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(num_seeds))
 
 
-@functools.partial(jax.jit, static_argnames=("policy", "cfg", "num_episodes", "layout"))
+@functools.partial(jax.jit, static_argnames=("cfg", "num_episodes", "layout"))
+def _rollout_seeds(keys, policy: Policy, params: EnvParams, cfg: EnvConfig, num_episodes: int,
+                   layout: str):
+    def one(key):
+        res = rollout(key, policy, params, cfg, num_episodes, layout=layout)
+        return res.ue_rates_mbps, jnp.mean(jnp.sum(res.rewards, axis=-1))
+
+    return jax.vmap(one)(keys)
+
+
 def rollout_seeds(keys, policy: Policy, params: EnvParams, cfg: EnvConfig, num_episodes: int,
-                  layout: str = "vmap"):
-    """Per-UE average rates of ``num_episodes`` episodes for each seed key.
+                  layout: str = "auto"):
+    """Per-UE average rates of ``num_episodes`` episodes for each seed key: the one evaluation.
+
+    Seed ``s`` runs :func:`jaxrrm.env.rollout` ``(keys[s], ...)``. Jitted with the policy as a
+    pytree argument (:func:`jaxrrm.env.as_pytree_policy`): a policy of
+    :func:`jaxrrm.env.policy_with_params` is compiled once per ``apply_fn`` and its parameters
+    are traced (evaluate a learner at every budget with one compilation); a plain policy
+    function once per function object. Works inside ``jit`` / ``vmap`` too (over ``params`` or
+    the policy's parameters).
 
     Args:
       keys: ``[S]`` PRNG keys, one per seed.
       policy: a :data:`jaxrrm.env.Policy`.
       params, cfg: environment.
       num_episodes: ``E`` per seed.
-      layout: :func:`jaxrrm.env.rollout`'s batch layout (``"vmap"``, the default, gives the
-        results of earlier versions bit for bit; ``"episodes_last"`` or ``"auto"`` is faster on
-        CPU for many episodes of a small network, equal to float32 rounding).
+      layout: :func:`jaxrrm.env.rollout`'s batch layout (``"auto"``: the faster one).
 
     Returns:
       ``ue_rates_mbps`` ``[S, E, K]`` float32 and mean episode return ``[S]`` float32.
     """
-    def one(key):
-        res = rollout(key, policy, params, cfg, num_episodes, layout=layout)
-        return res.ue_rates_mbps, jnp.mean(jnp.sum(res.rewards, axis=-1))
-
-    return jax.vmap(one)(keys)
+    return _rollout_seeds(keys, as_pytree_policy(policy), params, cfg, num_episodes, layout)
 
 
 def seed_metrics(ue_rates, mu) -> Dict[str, np.ndarray]:
