@@ -66,7 +66,8 @@ the decision; sums over ``a`` run over *valid* actions only)
   same.)
 * CQL penalty per decision and critic: ``logsumexp_a Q(s, a) - Q(s, a_data)``    (cql_penalty)
 * critic loss, summed over critics, averaged over the batch (squared error, no 1/2, as the CQL
-  reference implementation)::
+  reference implementation; the TD part is :func:`jaxrrm.algos.losses.td_loss`, the discrete-SAC
+  losses online SAC uses too, with ``cql_alpha * penalty`` added inside its reduction)::
 
       independent / centralized:  sum_k mean_b sum_g [(Q^k_g(a_g) - y_g)^2 + cql_alpha * pen^k_g]
       ctde:                       sum_k mean_b [(sum_i Q^k_i(a_i) - y)^2
@@ -78,10 +79,12 @@ the decision; sums over ``a`` run over *valid* actions only)
   soft/double-DQN TD loss). In both decomposed paradigms the CQL penalty acts on the per-AP
   utilities (a penalty on ``Q_tot`` would need a logsumexp over the ``A^I`` joint actions).
 * actor loss (SAC backbone), per decision: ``sum_a pi(a|s) [alpha log pi(a|s) - min_k Q^k(s, a)]``
-  with the critics' values held fixed (:func:`sac_actor_loss`); in CTDE and QMIX each AP's actor
+  with the critics' values held fixed, summed over decisions, averaged over the batch
+  (:func:`jaxrrm.algos.losses.actor_loss`); in CTDE and QMIX each AP's actor
   against its own ``min_k Q^k_i``.
 * temperature (``autotune_alpha``): ``log alpha_g * (H[pi_g] - target_entropy_frac * log |valid|)``,
-  one temperature per decision-maker (``G`` of them), as :mod:`jaxrrm.algos.sac`.
+  one temperature per decision-maker (``G`` of them), averaged over the batch and the ``G``
+  (:func:`jaxrrm.algos.losses.temperature_loss`, as :mod:`jaxrrm.algos.sac`).
 
 Masked actions get the finite :data:`jaxrrm.networks.MASK_VALUE` in place of their Q-value or
 logit before any logsumexp / softmax / argmax, and every sum over actions is taken with
@@ -146,9 +149,11 @@ from ..config import EnvConfig
 from ..data import Transitions
 from ..env import replicated_policy
 from ..networks import (MLP, QMixer, ensemble_apply, ensemble_init, mask_logits, masked_argmax,
-                        masked_entropy, masked_log_softmax, sample_masked)
+                        masked_log_softmax, sample_masked)
 from .common import NetConfig, is_int, is_num, polyak, random_valid_actions, require
-from .sac import target_entropy
+from .losses import (not_done, q_at, sac_actor_loss, soft_value, target_entropy,  # noqa: F401
+                     td_loss, td_target, temperature_loss)
+from .losses import actor_loss as sac_batch_actor_loss
 
 PARADIGMS = ("centralized", "independent", "ctde", "qmix")
 #: How a centralized policy is executed (:attr:`CQLConfig.execution`).
@@ -308,11 +313,6 @@ def check_env(env_cfg: EnvConfig, cfg: CQLConfig) -> None:
 # Generic pieces over decisions: q [..., A], mask [..., A], a_data [...]
 # --------------------------------------------------------------------------------------------
 
-def q_at(q, a):
-    """``q[..., a]``: the value of action ``a [...]`` (int) in ``q [..., A]`` -> ``[...]``."""
-    return jnp.take_along_axis(q, jnp.asarray(a, jnp.int32)[..., None], axis=-1)[..., 0]
-
-
 def masked_logsumexp(q, mask):
     """``log sum_{a valid} exp q[..., a]`` -> ``[...]`` (masked entries contribute exactly 0)."""
     return jax.nn.logsumexp(mask_logits(q, mask), axis=-1)
@@ -331,18 +331,6 @@ def cql_penalty(q, mask, a_data):
     return masked_logsumexp(q, mask) - q_at(q, a_data)
 
 
-def soft_value(q, logp, mask, alpha):
-    """Soft state value ``sum_{a valid} pi(a) [q(a) - alpha log pi(a)]`` -> ``[...]``.
-
-    Args:
-      q: ``[..., A]`` (e.g. min over target critics).  logp: ``[..., A]`` from
-        :func:`jaxrrm.networks.masked_log_softmax`.  mask: ``[..., A]`` bool.
-      alpha: temperature, broadcastable to ``[...]``.
-    """
-    soft = jnp.exp(logp) * (q - jnp.asarray(alpha)[..., None] * logp)
-    return jnp.sum(jnp.where(mask, soft, 0.0), axis=-1)
-
-
 def greedy_value(q_target, mask, q_online=None):
     """Greedy value over valid actions -> ``[...]``.
 
@@ -351,19 +339,6 @@ def greedy_value(q_target, mask, q_online=None):
     """
     a_star = masked_argmax(q_target if q_online is None else q_online, mask)
     return q_at(q_target, a_star)
-
-
-def not_done(terminated, truncated, bootstrap_truncated: bool = True):
-    """``1 - done`` as float32: ``done = terminated`` (default) or ``terminated | truncated``."""
-    done = jnp.asarray(terminated, bool)
-    if not bootstrap_truncated:
-        done = done | jnp.asarray(truncated, bool)
-    return 1.0 - done.astype(jnp.float32)
-
-
-def td_target(reward, next_value, discount):
-    """``reward + discount * next_value`` (all broadcastable; ``discount = gamma (1 - done)``)."""
-    return reward + discount * next_value
 
 
 def q_tot(q, actions):
@@ -402,37 +377,17 @@ def cql_critic_loss(q, a_data, mask, target, cql_alpha, decomposed: bool = False
     pen = cql_penalty(q, mask[None], a_data[None])      # [K, B, G]
     if decomposed:
         q_pred = jnp.sum(q_a, axis=-1) if mix is None else mix(q_a)  # [K, B]
-        td = jnp.square(q_pred - target[None])          # [K, B]
-        loss = jnp.sum(jnp.mean(td + cql_alpha * jnp.sum(pen, axis=-1), axis=1))
+        loss, _, td = td_loss(q_pred, target, cql_alpha * jnp.sum(pen, axis=-1))  # td [K, B]
         aux = {}
     else:
         q_pred = q_a
-        td = jnp.square(q_a - target[None])             # [K, B, G]
-        per = jnp.sum(jnp.mean(td + cql_alpha * pen, axis=1), axis=0)  # [G]
-        loss = jnp.sum(per)
+        loss, per, td = td_loss(q_a, target, cql_alpha * pen)  # per [G], td [K, B, G]
         aux = {"loss_per_decision": per}
     n_valid = jnp.maximum(jnp.sum(mask, axis=-1), 1).astype(q.dtype)              # [B, G]
     q_mean = jnp.sum(jnp.where(mask[None], q, 0.0), axis=-1) / n_valid[None]      # [K, B, G]
     aux.update(td_loss=jnp.mean(td), cql_penalty=jnp.mean(pen), q=jnp.mean(q_pred),
                q_gap=jnp.mean(q_a - q_mean), target=jnp.mean(target))
     return loss, aux
-
-
-def sac_actor_loss(logits, q, mask, alpha):
-    """Discrete-SAC actor loss per decision ``sum_{a valid} pi(a) [alpha log pi(a) - q(a)]``.
-
-    Args:
-      logits: ``[..., A]`` raw actor outputs.  q: ``[..., A]`` critic values (min over critics;
-        treated as constants).  mask: ``[..., A]`` bool.  alpha: broadcastable to ``[...]``.
-
-    Returns:
-      ``(loss [...], entropy [...])`` (entropy over valid actions).
-    """
-    q = jax.lax.stop_gradient(q)
-    logp = masked_log_softmax(logits, mask)
-    p = jnp.exp(logp)
-    per = jnp.sum(jnp.where(mask, p * (jnp.asarray(alpha)[..., None] * logp - q), 0.0), axis=-1)
-    return per, masked_entropy(logp, mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,9 +667,8 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
         # (as jaxrrm.algos.sac: saves critic passes; the one-step lag is immaterial).
         x, mask, _, _, _ = decisions(batch)
         alpha = jnp.exp(params["log_alpha"])
-        per, ent = sac_actor_loss(apply_actor(a_params, x), q_min, mask, alpha)  # [B, G]
-        per_dec = jnp.mean(per, axis=0)
-        return jnp.sum(per_dec), {"entropy": ent, "loss_per_decision": per_dec}
+        loss, per_dec, ent = sac_batch_actor_loss(apply_actor(a_params, x), q_min, mask, alpha)
+        return loss, {"entropy": ent, "loss_per_decision": per_dec}
 
     def update(state: CQLState, batch: Transitions, key):
         del key
@@ -738,9 +692,8 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
             a_params = optax.apply_updates(params["actor"], a_upd)
             ent = a_aux["entropy"]                                      # [B, G]
             _, mask, _, _, _ = decisions(batch)
-            gap = jax.lax.stop_gradient(ent - target_entropy(mask, cfg.target_entropy_frac))
-            al_loss, al_grad = jax.value_and_grad(
-                lambda la: jnp.mean(la[None, :] * gap))(params["log_alpha"])
+            al_loss, al_grad = jax.value_and_grad(temperature_loss)(
+                params["log_alpha"], ent, mask, cfg.target_entropy_frac)
             if cfg.autotune_alpha:
                 al_upd, al_opt = tx_alpha.update(al_grad, opt_state["alpha"], params["log_alpha"])
                 log_alpha = optax.apply_updates(params["log_alpha"], al_upd)
