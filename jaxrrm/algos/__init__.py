@@ -14,4 +14,5 @@ from .sac import SACConfig
 #: Online learners usable as behaviour policies, by name: module with ``make_train`` and config.
 ONLINE_LEARNERS = {"sac": (sac, SACConfig), "dqn": (dqn, DQNConfig)}
 
-__all__ = ["bc", "common", "cql", "dqn", "losses", "sac", "DQNConfig", "SACConfig", "ONLINE_LEARNERS"]
+__all__ = ["bc", "common", "cql", "dqn", "losses", "sac", "DQNConfig", "SACConfig",
+           "ONLINE_LEARNERS"]

@@ -50,7 +50,7 @@ from ..baselines import decode_joint_action, encode_joint_action
 from ..config import EnvConfig
 from ..data import Transitions
 from ..networks import MLP, masked_argmax, masked_entropy, masked_log_softmax, sample_masked
-from .common import NetConfig, is_num, require
+from .common import NetConfig, gradient_step, is_num, require
 from ..env import replicated_policy
 from .cql import (CQL_NET, EXECUTIONS, MAX_JOINT_ACTIONS, canonical_actions, check_execution,
                   joint_action_mask, q_at)
@@ -197,9 +197,9 @@ def make_learner(env_cfg: EnvConfig, cfg: BCConfig = BCConfig()) -> Learner:
 
     def update(state: BCState, batch: Transitions, key):
         del key
-        (ce, aux), grads = jax.value_and_grad(loss, has_aux=True)(state.params["actor"], batch)
-        upd, opt_state = tx.update(grads, state.opt_state, state.params["actor"])
-        params = {"actor": optax.apply_updates(state.params["actor"], upd)}
+        a_params, opt_state, ce, aux, grads = gradient_step(
+            loss, state.params["actor"], state.opt_state, tx, batch)
+        params = {"actor": a_params}
         m = {"loss": ce, "grad_norm": optax.tree.norm(grads), **aux}
         return BCState(params=params, opt_state=opt_state, step=state.step + 1), m
 

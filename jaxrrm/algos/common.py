@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import struct
 
 from .. import env as envlib
@@ -264,6 +265,28 @@ def random_valid_actions(key, mask):
     """Uniform random valid action per row of ``mask`` ``[..., A]`` -> ``[...]`` int32."""
     logits = jnp.where(mask, 0.0, -1e9)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def gradient_step(loss_fn: Callable, params, opt_state, tx, *args, has_aux: bool = True):
+    """One optimizer step on ``loss_fn(params, *args)`` (as ``flax.training.TrainState
+    .apply_gradients``: ``value_and_grad``, ``tx.update``, ``optax.apply_updates``).
+
+    Args:
+      loss_fn: ``loss_fn(params, *args) -> loss`` (scalar) or, with ``has_aux``,
+        ``(loss, aux)``; differentiated with respect to its first argument.
+      params: the pytree being optimized.  opt_state: ``tx``'s state for it.
+      tx: an ``optax.GradientTransformation``.
+      *args: the loss's other arguments (no gradient is taken with respect to them).
+      has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+    Returns:
+      ``(new_params, new_opt_state, loss, aux, grads)``: ``aux`` is ``None`` without
+      ``has_aux``; ``grads`` (shaped like ``params``) for diagnostics such as gradient norms.
+    """
+    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, *args)
+    loss, aux = out if has_aux else (out, None)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, aux, grads
 
 
 def polyak(target, online, tau: float):

@@ -150,7 +150,8 @@ from ..data import Transitions
 from ..env import replicated_policy
 from ..networks import (MLP, QMixer, ensemble_apply, ensemble_init, mask_logits, masked_argmax,
                         masked_log_softmax, sample_masked)
-from .common import NetConfig, is_int, is_num, polyak, random_valid_actions, require
+from .common import (NetConfig, gradient_step, is_int, is_num, polyak, random_valid_actions,
+                     require)
 from .losses import (not_done, q_at, sac_actor_loss, soft_value, target_entropy,  # noqa: F401
                      td_loss, td_target, temperature_loss)
 from .losses import actor_loss as sac_batch_actor_loss
@@ -673,10 +674,8 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
     def update(state: CQLState, batch: Transitions, key):
         del key
         params, opt_state = state.params, state.opt_state
-        (c_loss, (aux, q_min)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
-            params["critic"], params, batch)
-        c_upd, c_opt = tx_critic.update(c_grads, opt_state["critic"], params["critic"])
-        c_params = optax.apply_updates(params["critic"], c_upd)
+        c_params, c_opt, c_loss, (aux, q_min), c_grads = gradient_step(
+            critic_loss, params["critic"], opt_state["critic"], tx_critic, params, batch)
         new_params = dict(params, critic=c_params,
                           critic_target=polyak(params["critic_target"], c_params, cfg.tau))
         new_opt = dict(opt_state, critic=c_opt)
@@ -686,19 +685,18 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
              "critic_grad_norm": optax.tree.norm(c_grads), "actor_loss": zero, "entropy": zero,
              "alpha": zero, "alpha_loss": zero}
         if sac:
-            (a_loss, a_aux), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-                params["actor"], params, batch, q_min)
-            a_upd, a_opt = tx_actor.update(a_grads, opt_state["actor"], params["actor"])
-            a_params = optax.apply_updates(params["actor"], a_upd)
+            a_params, a_opt, a_loss, a_aux, _ = gradient_step(
+                actor_loss, params["actor"], opt_state["actor"], tx_actor, params, batch, q_min)
             ent = a_aux["entropy"]                                      # [B, G]
             _, mask, _, _, _ = decisions(batch)
-            al_loss, al_grad = jax.value_and_grad(temperature_loss)(
-                params["log_alpha"], ent, mask, cfg.target_entropy_frac)
+            t_args = (ent, mask, cfg.target_entropy_frac)
             if cfg.autotune_alpha:
-                al_upd, al_opt = tx_alpha.update(al_grad, opt_state["alpha"], params["log_alpha"])
-                log_alpha = optax.apply_updates(params["log_alpha"], al_upd)
+                log_alpha, al_opt, al_loss, _, _ = gradient_step(
+                    temperature_loss, params["log_alpha"], opt_state["alpha"], tx_alpha, *t_args,
+                    has_aux=False)
             else:
                 al_opt, log_alpha = opt_state["alpha"], params["log_alpha"]
+                al_loss = temperature_loss(params["log_alpha"], *t_args)
             new_params.update(actor=a_params, log_alpha=log_alpha)
             new_opt.update(actor=a_opt, alpha=al_opt)
             m.update(actor_loss=a_loss, entropy=jnp.mean(ent),

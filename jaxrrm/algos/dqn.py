@@ -244,10 +244,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: DQNConfig = DQNCo
     def update(carry, key, replay):
         params, opt_state, updates = carry
         batch = common.replay_sample(key, replay, cfg.batch_size)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["q"],
-                                                                       params["q_target"], batch)
-        upd, opt_state = tx.update(grads, opt_state, params["q"])
-        q_params = optax.apply_updates(params["q"], upd)
+        q_params, opt_state, loss, aux, grads = common.gradient_step(
+            loss_fn, params["q"], opt_state, tx, params["q_target"], batch)
         updates = updates + 1
         sync = (updates % cfg.target_period) == 0
         tgt = common.polyak(params["q_target"], q_params, cfg.tau)

@@ -249,24 +249,21 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACCo
     def update(carry, key, replay):
         params, opt_state, updates = carry
         batch = common.replay_sample(key, replay, cfg.batch_size)
-        (c_loss, (aux, q_min)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
-            params["critic"], params, batch)
-        c_upd, c_opt = tx_critic.update(c_grads, opt_state["critic"], params["critic"])
-        c_params = optax.apply_updates(params["critic"], c_upd)
+        c_params, c_opt, c_loss, (aux, q_min), _ = common.gradient_step(
+            critic_loss, params["critic"], opt_state["critic"], tx_critic, params, batch)
         params = dict(params, critic=c_params)
 
-        (a_loss, ent), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            params["actor"], params, batch, q_min)
-        a_upd, a_opt = tx_actor.update(a_grads, opt_state["actor"], params["actor"])
-        a_params = optax.apply_updates(params["actor"], a_upd)
+        a_params, a_opt, a_loss, ent, _ = common.gradient_step(
+            actor_loss, params["actor"], opt_state["actor"], tx_actor, params, batch, q_min)
 
-        al_loss, al_grad = jax.value_and_grad(losses.temperature_loss)(
-            params["log_alpha"], ent, batch.action_mask, cfg.target_entropy_frac)
+        t_args = (ent, batch.action_mask, cfg.target_entropy_frac)
         if cfg.autotune_alpha:
-            al_upd, al_opt = tx_alpha.update(al_grad, opt_state["alpha"], params["log_alpha"])
-            log_alpha = optax.apply_updates(params["log_alpha"], al_upd)
+            log_alpha, al_opt, al_loss, _, _ = common.gradient_step(
+                losses.temperature_loss, params["log_alpha"], opt_state["alpha"], tx_alpha,
+                *t_args, has_aux=False)
         else:
             al_opt, log_alpha = opt_state["alpha"], params["log_alpha"]
+            al_loss = losses.temperature_loss(params["log_alpha"], *t_args)
 
         tgt = common.polyak(params["critic_target"], c_params, cfg.tau)
         params = {"actor": a_params, "critic": c_params, "critic_target": tgt,
