@@ -33,6 +33,48 @@ from ..data import Transitions, from_step
 from ..networks import ACTIVATIONS, AgentNet
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite during training (offline :func:`jaxrrm.train.train`, or
+    online :func:`fit`); raised by :func:`nonfinite_loss_error`'s callers.
+
+    Attributes:
+      chunk: index of the chunk where it happened (0-based).
+      update: global index of the first bad update (0-based, over the whole run); online
+        (:func:`fit`, whose chunks report means) the chunk's first update.
+      seed: index of the first seed (in the vmapped batch) that went bad (0 online).
+      losses: ``{metric_name: value}`` of the non-finite metrics of that update (online: of the
+        chunk's means).
+      state: the last good training state (before the bad chunk; all seeds).
+      history: the history up to the last good chunk.
+    """
+
+    def __init__(self, message, *, chunk, update, seed, losses, state, history):
+        super().__init__(message)
+        self.chunk, self.update, self.seed = chunk, update, seed
+        self.losses, self.state, self.history = losses, state, history
+
+
+def nonfinite_loss_error(losses: dict, *, chunk: int, update: int, where: str, seed: int,
+                         done: int, state, history) -> NonFiniteLossError:
+    """The :class:`NonFiniteLossError` of a bad chunk, with the one message every trainer
+    uses: ``non-finite loss in chunk {chunk}, {where}, seed {seed}: name=value, ...; training
+    stopped, the last good state (after {done} updates) is kept in err.state``.
+
+    Args:
+      losses: ``{name: value}`` of the non-finite metrics.
+      chunk: the bad chunk's index.  update: the error's ``update`` attribute.
+      where: where in the chunk, e.g. ``"update 12 (update 2 of the chunk)"``.
+      seed: the bad seed.  done: updates done by the last good state.
+      state, history: the last good state and the history up to it.
+    """
+    msg = (f"non-finite loss in chunk {chunk}, {where}, seed {seed}: "
+           + ", ".join(f"{k}={v}" for k, v in losses.items())
+           + f"; training stopped, the last good state (after {done} updates) is kept in "
+           "err.state")
+    return NonFiniteLossError(msg, chunk=chunk, update=update, seed=seed, losses=losses,
+                              state=state, history=history)
+
+
 def require(cond: bool, field: str, allowed: str, value) -> None:
     """Raise ``ValueError`` naming ``field`` and the allowed range unless ``cond``."""
     if not cond:
@@ -331,6 +373,10 @@ def linear_schedule(start: float, end: float, steps) -> Callable:
 # Host loop
 # --------------------------------------------------------------------------------------------
 
+#: Chunk metrics of the online trainers that are NaN by design (``episode_return`` of a chunk
+#: in which no episode ended); :func:`fit` checks every other one.
+MAY_BE_NAN = frozenset({"episode_return"})
+
 def fit(trainer, key, num_chunks: int, eval_keys=None, eval_every: int = 0,
         log: Optional[Callable[[dict], None]] = None,
         on_chunk: Optional[Callable[[int, Any, dict, Any], None]] = None):
@@ -349,7 +395,14 @@ def fit(trainer, key, num_chunks: int, eval_keys=None, eval_every: int = 0,
 
     Returns:
       (final state, list of per-chunk metric dicts with ``chunk`` and ``wall_s`` added).
+
+    Raises:
+      NonFiniteLossError: a chunk's metrics (losses, Q-values, ...; every metric but those in
+        :data:`MAY_BE_NAN`) are NaN/inf: training stops before that chunk's ``on_chunk`` and
+        ``log``, ``err.state`` is the state after the last good chunk, ``err.history`` the
+        metrics up to it (the same error, and message, as :func:`jaxrrm.train.train`'s).
     """
+    import math
     import time
 
     import numpy as np
@@ -360,8 +413,16 @@ def fit(trainer, key, num_chunks: int, eval_keys=None, eval_every: int = 0,
     ts = trainer.init(key)
     history = []
     for c in range(num_chunks):
-        ts, m, trs = trainer.train_chunk(ts)
+        new_ts, m, trs = trainer.train_chunk(ts)
         m = {k: float(v) for k, v in jax.device_get(m).items()}
+        bad = {k: v for k, v in m.items() if k not in MAY_BE_NAN and not math.isfinite(v)}
+        if bad:
+            first = int(jax.device_get(getattr(ts, "updates", 0)))
+            last = int(m.get("updates", first + 1)) - 1
+            raise nonfinite_loss_error(
+                bad, chunk=c, update=first, seed=0, done=first, state=ts, history=history,
+                where=f"updates {first}..{last} (the chunk's means)")
+        ts = new_ts
         last = c == num_chunks - 1
         if eval_keys is not None and (last or (eval_every and (c + 1) % eval_every == 0)):
             rates, ret = trainer.evaluate(eval_keys, ts.params)
