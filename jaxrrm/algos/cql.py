@@ -165,6 +165,10 @@ BACKBONES = ("sac", "dqn")
 #: per AP (the paper's per-AP critics and actors).
 CQL_NET = NetConfig(hidden=(256, 256), shared=False)
 
+#: ``NetConfig.shared=None`` of the offline learners (CQL in every paradigm, BC) resolves to this:
+#: separate parameters per AP, as :data:`CQL_NET` (``independent`` allows nothing else).
+OFFLINE_SHARED = False
+
 #: Default bound on the joint action space of the centralized learner (its output layer).
 MAX_JOINT_ACTIONS = 4096
 
@@ -204,7 +208,8 @@ class CQLConfig:
       critic_net, actor_net: :class:`jaxrrm.algos.common.NetConfig` of the critics and the
         actor (hidden widths, activation, layer norm; ``shared``/``agent_id`` choose parameter
         sharing across APs in ``ctde`` and ``qmix``; ``independent`` requires
-        ``shared=False``; the centralized networks are single MLPs and ignore them).
+        ``shared=False``; ``shared=None`` resolves to ``False``, per-AP parameters, in every
+        paradigm; the centralized networks are single MLPs and ignore them).
       max_joint_actions: largest ``(N+1)^I`` the centralized learner accepts (>= 1).
       mixer_embed: ``qmix``: width ``E`` of the mixing layer of :class:`jaxrrm.networks.QMixer`
         (>= 1; 32 as QMIX). Ignored by the other paradigms.
@@ -269,6 +274,8 @@ class CQLConfig:
         for name in ("critic_net", "actor_net"):
             net = getattr(self, name)
             require(isinstance(net, NetConfig), name, "a NetConfig", net)
+            net = net.resolve(OFFLINE_SHARED)      # None: per-AP parameters in every paradigm
+            object.__setattr__(self, name, net)
             if self.paradigm == "independent":
                 require(not net.shared, f"{name}.shared",
                         "False for paradigm='independent' (each AP its own parameters)",

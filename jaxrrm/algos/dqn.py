@@ -83,7 +83,8 @@ class DQNConfig(OnlineRunConfig):
       huber_delta: Huber loss threshold (> 0).
       double: double DQN target (online argmax, target value); False = max over the target.
       reward_scale: the team reward is multiplied by this in the TD target (> 0).
-      net: the per-AP Q network (:class:`NetConfig`).
+      net: the per-AP Q network (:class:`NetConfig`; ``shared=None`` resolves to a network
+        shared across APs).
       return_transitions: ``train_chunk`` also returns the chunk's transitions (else None).
     """
 
@@ -118,7 +119,7 @@ class DQNConfig(OnlineRunConfig):
             require(is_num(v) and 0.0 <= v <= 1.0, name, "[0, 1]", v)
         require(is_num(self.huber_delta) and self.huber_delta > 0, "huber_delta", "> 0",
                 self.huber_delta)
-        require(isinstance(self.net, NetConfig), "net", "a NetConfig", self.net)
+        self._resolve_nets("net")
         require(isinstance(self.double, bool), "double", "True or False", self.double)
 
 

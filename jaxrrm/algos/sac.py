@@ -79,7 +79,8 @@ class SACConfig(OnlineRunConfig):
       init_alpha: initial temperature (> 0).
       target_entropy_frac: target entropy as a fraction of ``log(valid actions)``, in [0, 1).
       autotune_alpha: tune the temperature (else it stays at ``init_alpha``).
-      actor_net, critic_net: :class:`NetConfig` of the categorical actor and of each critic.
+      actor_net, critic_net: :class:`NetConfig` of the categorical actor and of each critic
+        (``shared=None`` resolves to a network shared across APs).
     """
 
     num_envs: int = 32
@@ -109,9 +110,7 @@ class SACConfig(OnlineRunConfig):
             require(is_num(v) and v > 0, name, "> 0", v)
         require(is_num(self.target_entropy_frac) and 0.0 <= self.target_entropy_frac < 1.0,
                 "target_entropy_frac", "[0, 1)", self.target_entropy_frac)
-        for name in ("actor_net", "critic_net"):
-            require(isinstance(getattr(self, name), NetConfig), name, "a NetConfig",
-                    getattr(self, name))
+        self._resolve_nets("actor_net", "critic_net")
         require(isinstance(self.autotune_alpha, bool), "autotune_alpha", "True or False",
                 self.autotune_alpha)
 
