@@ -53,31 +53,14 @@ from . import data as data_lib
 from . import distributed
 from . import evaluate
 from .algos import bc, cql
-from .algos.common import is_int, require
+from .algos.common import (NonFiniteLossError, is_int,  # noqa: F401 (jaxrrm.train's)
+                           nonfinite_loss_error, require)
 from .config import EnvConfig, EnvParams
 
 #: Salt folded into the training key to derive the held-out evaluation keys.
 EVAL_SALT = 0x5EED_E7A1
 
 LearnerConfig = Union[cql.CQLConfig, bc.BCConfig]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite during training.
-
-    Attributes:
-      chunk: index of the chunk where it happened (0-based).
-      update: global index of the first bad update (0-based, over the whole run).
-      seed: index of the first seed (in the vmapped batch) that went bad.
-      losses: ``{metric_name: value}`` of the non-finite metrics of that update.
-      state: the last good :class:`TrainState` (before the bad chunk; all seeds).
-      history: the history up to the last good chunk.
-    """
-
-    def __init__(self, message, *, chunk, update, seed, losses, state, history):
-        super().__init__(message)
-        self.chunk, self.update, self.seed = chunk, update, seed
-        self.losses, self.state, self.history = losses, state, history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,15 +365,12 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
                     losses = {k: float(v[seed_i, upd_i]) for k, v in metrics.items()
                               if not np.isfinite(v[seed_i, upd_i])}
                     g = c * train_cfg.chunk_size + int(upd_i)
-                    msg = (f"non-finite loss in chunk {c}, update {g} (update {int(upd_i)} of "
-                           f"the chunk), seed {int(seed_i)}: "
-                           + ", ".join(f"{k}={v}" for k, v in losses.items())
-                           + f"; training stopped, the last good state (after "
-                           f"{c * train_cfg.chunk_size} updates) is kept in err.state")
                     if checkpoint_dir is not None:
                         save_checkpoint(state, c)
-                    raise NonFiniteLossError(msg, chunk=c, update=g, seed=int(seed_i),
-                                             losses=losses, state=state, history=history())
+                    raise nonfinite_loss_error(
+                        losses, chunk=c, update=g, seed=int(seed_i),
+                        done=c * train_cfg.chunk_size, state=state, history=history(),
+                        where=f"update {g} (update {int(upd_i)} of the chunk)")
                 state = new_state
                 done = (c + 1) * train_cfg.chunk_size
                 hist_updates.append(done)

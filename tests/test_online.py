@@ -316,3 +316,31 @@ def test_learners_improve_on_tiny_config(algo, request, tiny_params):
     assert ret1 > ret0 + 1.0, msg
     assert ret1 > rnd_ret + 2.0, msg
     assert score1 > rnd_score, msg
+
+
+# ------------------------------------------------------------------------------------------
+# The gradient step every learner uses
+# ------------------------------------------------------------------------------------------
+
+def test_gradient_step_by_hand():
+    import optax
+
+    # loss = sum (w * x)^2 with x = 3: dL/dw = 18 w; SGD lr 0.01: w <- w - 0.18 w = 0.82 w.
+    params = {"w": jnp.array([1.0, -2.0])}
+    tx = optax.sgd(0.01)
+
+    def loss(p, x):
+        return jnp.sum((p["w"] * x) ** 2), {"x": x}
+
+    new, opt_state, val, aux, grads = common.gradient_step(loss, params, tx.init(params), tx, 3.0)
+    np.testing.assert_allclose(val, 9.0 + 36.0)
+    np.testing.assert_allclose(grads["w"], [18.0, -36.0])
+    np.testing.assert_allclose(new["w"], [0.82, -1.64], rtol=1e-6)
+    assert float(aux["x"]) == 3.0
+    # without aux; Adam's state advances (count 1)
+    tx = optax.adam(0.1)
+    new, st, val, aux, _ = common.gradient_step(lambda p: jnp.sum(p["w"]), params,
+                                                tx.init(params), tx, has_aux=False)
+    assert aux is None and float(val) == -1.0
+    np.testing.assert_allclose(new["w"], [0.9, -2.1], rtol=1e-5)  # Adam's first step: lr * sign
+    assert int(st[0].count) == 1

@@ -50,10 +50,10 @@ from ..baselines import decode_joint_action, encode_joint_action
 from ..config import EnvConfig
 from ..data import Transitions
 from ..networks import MLP, masked_argmax, masked_entropy, masked_log_softmax, sample_masked
-from .common import NetConfig, is_num, require
+from .common import NetConfig, gradient_step, is_num, require
 from ..env import replicated_policy
-from .cql import (CQL_NET, EXECUTIONS, MAX_JOINT_ACTIONS, canonical_actions, check_execution,
-                  joint_action_mask, q_at)
+from .cql import (CQL_NET, EXECUTIONS, MAX_JOINT_ACTIONS, OFFLINE_SHARED, canonical_actions,
+                  check_execution, joint_action_mask, q_at)
 
 
 PARADIGMS = ("decentralized", "centralized")
@@ -67,8 +67,8 @@ class BCConfig:
       lr: Adam learning rate (> 0).
       max_grad_norm: global gradient-norm clip (> 0).
       net: the per-AP policy network (:class:`jaxrrm.algos.common.NetConfig`; separate
-        parameters per AP by default); for ``"centralized"`` the joint policy's MLP (its
-        ``shared`` / ``agent_id`` do not apply).
+        parameters per AP by default, and for ``shared=None``); for ``"centralized"`` the
+        joint policy's MLP (its ``shared`` / ``agent_id`` do not apply).
       paradigm: ``"decentralized"`` (per-AP policies on their own observations) or
         ``"centralized"`` (one joint-action policy on the global state).
       execution: ``"joint"`` or, centralized only, ``"replicated"`` (each AP runs the joint
@@ -87,6 +87,7 @@ class BCConfig:
             v = getattr(self, name)
             require(is_num(v) and v > 0 and math.isfinite(v), name, "> 0 (finite)", v)
         require(isinstance(self.net, NetConfig), "net", "a NetConfig", self.net)
+        object.__setattr__(self, "net", self.net.resolve(OFFLINE_SHARED))  # None: per AP
         require(self.paradigm in PARADIGMS, "paradigm", f"one of {PARADIGMS}", self.paradigm)
         require(self.execution in EXECUTIONS, "execution", f"one of {EXECUTIONS}",
                 self.execution)
@@ -197,9 +198,9 @@ def make_learner(env_cfg: EnvConfig, cfg: BCConfig = BCConfig()) -> Learner:
 
     def update(state: BCState, batch: Transitions, key):
         del key
-        (ce, aux), grads = jax.value_and_grad(loss, has_aux=True)(state.params["actor"], batch)
-        upd, opt_state = tx.update(grads, state.opt_state, state.params["actor"])
-        params = {"actor": optax.apply_updates(state.params["actor"], upd)}
+        a_params, opt_state, ce, aux, grads = gradient_step(
+            loss, state.params["actor"], state.opt_state, tx, batch)
+        params = {"actor": a_params}
         m = {"loss": ce, "grad_norm": optax.tree.norm(grads), **aux}
         return BCState(params=params, opt_state=opt_state, step=state.step + 1), m
 

@@ -24,12 +24,55 @@ from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import struct
 
 from .. import env as envlib
 from ..config import EnvConfig, EnvParams
 from ..data import Transitions, from_step
 from ..networks import ACTIVATIONS, AgentNet
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite during training (offline :func:`jaxrrm.train.train`, or
+    online :func:`fit`); raised by :func:`nonfinite_loss_error`'s callers.
+
+    Attributes:
+      chunk: index of the chunk where it happened (0-based).
+      update: global index of the first bad update (0-based, over the whole run); online
+        (:func:`fit`, whose chunks report means) the chunk's first update.
+      seed: index of the first seed (in the vmapped batch) that went bad (0 online).
+      losses: ``{metric_name: value}`` of the non-finite metrics of that update (online: of the
+        chunk's means).
+      state: the last good training state (before the bad chunk; all seeds).
+      history: the history up to the last good chunk.
+    """
+
+    def __init__(self, message, *, chunk, update, seed, losses, state, history):
+        super().__init__(message)
+        self.chunk, self.update, self.seed = chunk, update, seed
+        self.losses, self.state, self.history = losses, state, history
+
+
+def nonfinite_loss_error(losses: dict, *, chunk: int, update: int, where: str, seed: int,
+                         done: int, state, history) -> NonFiniteLossError:
+    """The :class:`NonFiniteLossError` of a bad chunk, with the one message every trainer
+    uses: ``non-finite loss in chunk {chunk}, {where}, seed {seed}: name=value, ...; training
+    stopped, the last good state (after {done} updates) is kept in err.state``.
+
+    Args:
+      losses: ``{name: value}`` of the non-finite metrics.
+      chunk: the bad chunk's index.  update: the error's ``update`` attribute.
+      where: where in the chunk, e.g. ``"update 12 (update 2 of the chunk)"``.
+      seed: the bad seed.  done: updates done by the last good state.
+      state, history: the last good state and the history up to it.
+    """
+    msg = (f"non-finite loss in chunk {chunk}, {where}, seed {seed}: "
+           + ", ".join(f"{k}={v}" for k, v in losses.items())
+           + f"; training stopped, the last good state (after {done} updates) is kept in "
+           "err.state")
+    return NonFiniteLossError(msg, chunk=chunk, update=update, seed=seed, losses=losses,
+                              state=state, history=history)
 
 
 def require(cond: bool, field: str, allowed: str, value) -> None:
@@ -54,14 +97,21 @@ class NetConfig:
       hidden: hidden layer widths, e.g. ``(256, 256)`` (depth = length, each >= 1).
       activation: one of :data:`jaxrrm.networks.ACTIVATIONS`.
       layer_norm: LayerNorm after each hidden layer.
-      shared: one network for all APs (with ``agent_id``) or separate parameters per AP.
+      shared: ``True``: one network for all APs (with ``agent_id``); ``False``: separate
+        parameters per AP; ``None`` (default): the learner's natural choice, filled in by the
+        learner's config (:meth:`resolve`): separate per-AP parameters for the offline learners
+        (:class:`~jaxrrm.algos.cql.CQLConfig` in every paradigm, the paper's per-AP networks,
+        and :class:`~jaxrrm.algos.bc.BCConfig`), one shared network for the online behaviour
+        learners (:class:`~jaxrrm.algos.dqn.DQNConfig`, :class:`~jaxrrm.algos.sac.SACConfig`,
+        as :data:`BEHAVIOUR_NET`). An explicit choice is kept, and one the paradigm cannot
+        honour is a ``ValueError`` (``shared=True`` with ``paradigm="independent"``).
       agent_id: append a one-hot AP index to the input of the shared network.
     """
 
     hidden: Tuple[int, ...] = (256, 256)
     activation: str = "relu"
     layer_norm: bool = False
-    shared: bool = True
+    shared: Optional[bool] = None
     agent_id: bool = True
 
     def __post_init__(self):
@@ -71,12 +121,23 @@ class NetConfig:
         object.__setattr__(self, "hidden", hidden)
         require(self.activation in ACTIVATIONS, "activation", f"one of {tuple(ACTIVATIONS)}",
                 self.activation)
-        for name in ("layer_norm", "shared", "agent_id"):
+        for name in ("layer_norm", "agent_id"):
             require(isinstance(getattr(self, name), bool), name, "True or False",
                     getattr(self, name))
+        require(self.shared is None or isinstance(self.shared, bool), "shared",
+                "True, False or None (the learner's natural choice)", self.shared)
+
+    def resolve(self, shared: bool) -> "NetConfig":
+        """This config with ``shared`` filled in where it is ``None`` (an explicit choice is
+        kept); what the learners' configs do with their natural choice."""
+        return self if self.shared is not None else dataclasses.replace(self, shared=shared)
 
     def agent_net(self, cfg: EnvConfig, out_scale: float = 1.0) -> AgentNet:
-        """The :class:`AgentNet` for environment ``cfg``."""
+        """The :class:`AgentNet` for environment ``cfg`` (``shared`` must be resolved)."""
+        if self.shared is None:
+            raise ValueError("NetConfig.shared is None: the learner's config chooses it "
+                             "(NetConfig.resolve); pass shared=True or False to build a "
+                             "network directly")
         return AgentNet.for_env(cfg, hidden=self.hidden, activation=self.activation,
                                 layer_norm=self.layer_norm, shared=self.shared,
                                 agent_id=self.agent_id, out_scale=out_scale)
@@ -85,7 +146,11 @@ class NetConfig:
 #: Default network of the online behaviour learners: two hidden layers of 128 (ReLU), shared across
 #: APs with a one-hot AP id. On the default scenario it reached the same scores as (256, 256) in
 #: our (short) comparison runs, at ~3x less compute per update, which matters on CPU.
-BEHAVIOUR_NET = NetConfig(hidden=(128, 128))
+BEHAVIOUR_NET = NetConfig(hidden=(128, 128), shared=True)
+
+#: ``NetConfig.shared=None`` of the online behaviour learners resolves to this: one network shared
+#: across APs (with a one-hot AP id), as :data:`BEHAVIOUR_NET`.
+ONLINE_SHARED = True
 
 
 class OnlineRunConfig:
@@ -113,6 +178,14 @@ class OnlineRunConfig:
         require(is_num(self.tau) and 0.0 < self.tau <= 1.0, "tau", "(0, 1]", self.tau)
         require(isinstance(self.return_transitions, bool), "return_transitions",
                 "True or False", self.return_transitions)
+
+    def _resolve_nets(self, *names: str) -> None:
+        """Check that the fields ``names`` are :class:`NetConfig` and fill in their
+        ``shared=None`` with :data:`ONLINE_SHARED` (``ValueError`` naming the field)."""
+        for name in names:
+            net = getattr(self, name)
+            require(isinstance(net, NetConfig), name, "a NetConfig", net)
+            object.__setattr__(self, name, net.resolve(ONLINE_SHARED))
 
     def replace(self, **kw):
         return dataclasses.replace(self, **kw)
@@ -266,6 +339,28 @@ def random_valid_actions(key, mask):
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+def gradient_step(loss_fn: Callable, params, opt_state, tx, *args, has_aux: bool = True):
+    """One optimizer step on ``loss_fn(params, *args)`` (as ``flax.training.TrainState
+    .apply_gradients``: ``value_and_grad``, ``tx.update``, ``optax.apply_updates``).
+
+    Args:
+      loss_fn: ``loss_fn(params, *args) -> loss`` (scalar) or, with ``has_aux``,
+        ``(loss, aux)``; differentiated with respect to its first argument.
+      params: the pytree being optimized.  opt_state: ``tx``'s state for it.
+      tx: an ``optax.GradientTransformation``.
+      *args: the loss's other arguments (no gradient is taken with respect to them).
+      has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+    Returns:
+      ``(new_params, new_opt_state, loss, aux, grads)``: ``aux`` is ``None`` without
+      ``has_aux``; ``grads`` (shaped like ``params``) for diagnostics such as gradient norms.
+    """
+    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, *args)
+    loss, aux = out if has_aux else (out, None)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, aux, grads
+
+
 def polyak(target, online, tau: float):
     """``(1 - tau) * target + tau * online`` leaf by leaf."""
     return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
@@ -308,6 +403,10 @@ def linear_schedule(start: float, end: float, steps) -> Callable:
 # Host loop
 # --------------------------------------------------------------------------------------------
 
+#: Chunk metrics of the online trainers that are NaN by design (``episode_return`` of a chunk
+#: in which no episode ended); :func:`fit` checks every other one.
+MAY_BE_NAN = frozenset({"episode_return"})
+
 def fit(trainer, key, num_chunks: int, eval_keys=None, eval_every: int = 0,
         log: Optional[Callable[[dict], None]] = None,
         on_chunk: Optional[Callable[[int, Any, dict, Any], None]] = None):
@@ -326,7 +425,14 @@ def fit(trainer, key, num_chunks: int, eval_keys=None, eval_every: int = 0,
 
     Returns:
       (final state, list of per-chunk metric dicts with ``chunk`` and ``wall_s`` added).
+
+    Raises:
+      NonFiniteLossError: a chunk's metrics (losses, Q-values, ...; every metric but those in
+        :data:`MAY_BE_NAN`) are NaN/inf: training stops before that chunk's ``on_chunk`` and
+        ``log``, ``err.state`` is the state after the last good chunk, ``err.history`` the
+        metrics up to it (the same error, and message, as :func:`jaxrrm.train.train`'s).
     """
+    import math
     import time
 
     import numpy as np
@@ -337,8 +443,16 @@ def fit(trainer, key, num_chunks: int, eval_keys=None, eval_every: int = 0,
     ts = trainer.init(key)
     history = []
     for c in range(num_chunks):
-        ts, m, trs = trainer.train_chunk(ts)
+        new_ts, m, trs = trainer.train_chunk(ts)
         m = {k: float(v) for k, v in jax.device_get(m).items()}
+        bad = {k: v for k, v in m.items() if k not in MAY_BE_NAN and not math.isfinite(v)}
+        if bad:
+            first = int(jax.device_get(getattr(ts, "updates", 0)))
+            last = int(m.get("updates", first + 1)) - 1
+            raise nonfinite_loss_error(
+                bad, chunk=c, update=first, seed=0, done=first, state=ts, history=history,
+                where=f"updates {first}..{last} (the chunk's means)")
+        ts = new_ts
         last = c == num_chunks - 1
         if eval_keys is not None and (last or (eval_every and (c + 1) % eval_every == 0)):
             rates, ret = trainer.evaluate(eval_keys, ts.params)

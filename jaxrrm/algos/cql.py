@@ -66,7 +66,8 @@ the decision; sums over ``a`` run over *valid* actions only)
   same.)
 * CQL penalty per decision and critic: ``logsumexp_a Q(s, a) - Q(s, a_data)``    (cql_penalty)
 * critic loss, summed over critics, averaged over the batch (squared error, no 1/2, as the CQL
-  reference implementation)::
+  reference implementation; the TD part is :func:`jaxrrm.algos.losses.td_loss`, the discrete-SAC
+  losses online SAC uses too, with ``cql_alpha * penalty`` added inside its reduction)::
 
       independent / centralized:  sum_k mean_b sum_g [(Q^k_g(a_g) - y_g)^2 + cql_alpha * pen^k_g]
       ctde:                       sum_k mean_b [(sum_i Q^k_i(a_i) - y)^2
@@ -78,10 +79,12 @@ the decision; sums over ``a`` run over *valid* actions only)
   soft/double-DQN TD loss). In both decomposed paradigms the CQL penalty acts on the per-AP
   utilities (a penalty on ``Q_tot`` would need a logsumexp over the ``A^I`` joint actions).
 * actor loss (SAC backbone), per decision: ``sum_a pi(a|s) [alpha log pi(a|s) - min_k Q^k(s, a)]``
-  with the critics' values held fixed (:func:`sac_actor_loss`); in CTDE and QMIX each AP's actor
+  with the critics' values held fixed, summed over decisions, averaged over the batch
+  (:func:`jaxrrm.algos.losses.actor_loss`); in CTDE and QMIX each AP's actor
   against its own ``min_k Q^k_i``.
 * temperature (``autotune_alpha``): ``log alpha_g * (H[pi_g] - target_entropy_frac * log |valid|)``,
-  one temperature per decision-maker (``G`` of them), as :mod:`jaxrrm.algos.sac`.
+  one temperature per decision-maker (``G`` of them), averaged over the batch and the ``G``
+  (:func:`jaxrrm.algos.losses.temperature_loss`, as :mod:`jaxrrm.algos.sac`).
 
 Masked actions get the finite :data:`jaxrrm.networks.MASK_VALUE` in place of their Q-value or
 logit before any logsumexp / softmax / argmax, and every sum over actions is taken with
@@ -146,9 +149,12 @@ from ..config import EnvConfig
 from ..data import Transitions
 from ..env import replicated_policy
 from ..networks import (MLP, QMixer, ensemble_apply, ensemble_init, mask_logits, masked_argmax,
-                        masked_entropy, masked_log_softmax, sample_masked)
-from .common import NetConfig, is_int, is_num, polyak, random_valid_actions, require
-from .sac import target_entropy
+                        masked_log_softmax, sample_masked)
+from .common import (NetConfig, gradient_step, is_int, is_num, polyak, random_valid_actions,
+                     require)
+from .losses import (not_done, q_at, sac_actor_loss, soft_value, target_entropy,  # noqa: F401
+                     td_loss, td_target, temperature_loss)
+from .losses import actor_loss as sac_batch_actor_loss
 
 PARADIGMS = ("centralized", "independent", "ctde", "qmix")
 #: How a centralized policy is executed (:attr:`CQLConfig.execution`).
@@ -158,6 +164,10 @@ BACKBONES = ("sac", "dqn")
 #: Default network of the offline learners: two hidden layers of 256 (ReLU), separate parameters
 #: per AP (the paper's per-AP critics and actors).
 CQL_NET = NetConfig(hidden=(256, 256), shared=False)
+
+#: ``NetConfig.shared=None`` of the offline learners (CQL in every paradigm, BC) resolves to this:
+#: separate parameters per AP, as :data:`CQL_NET` (``independent`` allows nothing else).
+OFFLINE_SHARED = False
 
 #: Default bound on the joint action space of the centralized learner (its output layer).
 MAX_JOINT_ACTIONS = 4096
@@ -198,7 +208,8 @@ class CQLConfig:
       critic_net, actor_net: :class:`jaxrrm.algos.common.NetConfig` of the critics and the
         actor (hidden widths, activation, layer norm; ``shared``/``agent_id`` choose parameter
         sharing across APs in ``ctde`` and ``qmix``; ``independent`` requires
-        ``shared=False``; the centralized networks are single MLPs and ignore them).
+        ``shared=False``; ``shared=None`` resolves to ``False``, per-AP parameters, in every
+        paradigm; the centralized networks are single MLPs and ignore them).
       max_joint_actions: largest ``(N+1)^I`` the centralized learner accepts (>= 1).
       mixer_embed: ``qmix``: width ``E`` of the mixing layer of :class:`jaxrrm.networks.QMixer`
         (>= 1; 32 as QMIX). Ignored by the other paradigms.
@@ -263,6 +274,8 @@ class CQLConfig:
         for name in ("critic_net", "actor_net"):
             net = getattr(self, name)
             require(isinstance(net, NetConfig), name, "a NetConfig", net)
+            net = net.resolve(OFFLINE_SHARED)      # None: per-AP parameters in every paradigm
+            object.__setattr__(self, name, net)
             if self.paradigm == "independent":
                 require(not net.shared, f"{name}.shared",
                         "False for paradigm='independent' (each AP its own parameters)",
@@ -308,11 +321,6 @@ def check_env(env_cfg: EnvConfig, cfg: CQLConfig) -> None:
 # Generic pieces over decisions: q [..., A], mask [..., A], a_data [...]
 # --------------------------------------------------------------------------------------------
 
-def q_at(q, a):
-    """``q[..., a]``: the value of action ``a [...]`` (int) in ``q [..., A]`` -> ``[...]``."""
-    return jnp.take_along_axis(q, jnp.asarray(a, jnp.int32)[..., None], axis=-1)[..., 0]
-
-
 def masked_logsumexp(q, mask):
     """``log sum_{a valid} exp q[..., a]`` -> ``[...]`` (masked entries contribute exactly 0)."""
     return jax.nn.logsumexp(mask_logits(q, mask), axis=-1)
@@ -331,18 +339,6 @@ def cql_penalty(q, mask, a_data):
     return masked_logsumexp(q, mask) - q_at(q, a_data)
 
 
-def soft_value(q, logp, mask, alpha):
-    """Soft state value ``sum_{a valid} pi(a) [q(a) - alpha log pi(a)]`` -> ``[...]``.
-
-    Args:
-      q: ``[..., A]`` (e.g. min over target critics).  logp: ``[..., A]`` from
-        :func:`jaxrrm.networks.masked_log_softmax`.  mask: ``[..., A]`` bool.
-      alpha: temperature, broadcastable to ``[...]``.
-    """
-    soft = jnp.exp(logp) * (q - jnp.asarray(alpha)[..., None] * logp)
-    return jnp.sum(jnp.where(mask, soft, 0.0), axis=-1)
-
-
 def greedy_value(q_target, mask, q_online=None):
     """Greedy value over valid actions -> ``[...]``.
 
@@ -351,19 +347,6 @@ def greedy_value(q_target, mask, q_online=None):
     """
     a_star = masked_argmax(q_target if q_online is None else q_online, mask)
     return q_at(q_target, a_star)
-
-
-def not_done(terminated, truncated, bootstrap_truncated: bool = True):
-    """``1 - done`` as float32: ``done = terminated`` (default) or ``terminated | truncated``."""
-    done = jnp.asarray(terminated, bool)
-    if not bootstrap_truncated:
-        done = done | jnp.asarray(truncated, bool)
-    return 1.0 - done.astype(jnp.float32)
-
-
-def td_target(reward, next_value, discount):
-    """``reward + discount * next_value`` (all broadcastable; ``discount = gamma (1 - done)``)."""
-    return reward + discount * next_value
 
 
 def q_tot(q, actions):
@@ -402,37 +385,17 @@ def cql_critic_loss(q, a_data, mask, target, cql_alpha, decomposed: bool = False
     pen = cql_penalty(q, mask[None], a_data[None])      # [K, B, G]
     if decomposed:
         q_pred = jnp.sum(q_a, axis=-1) if mix is None else mix(q_a)  # [K, B]
-        td = jnp.square(q_pred - target[None])          # [K, B]
-        loss = jnp.sum(jnp.mean(td + cql_alpha * jnp.sum(pen, axis=-1), axis=1))
+        loss, _, td = td_loss(q_pred, target, cql_alpha * jnp.sum(pen, axis=-1))  # td [K, B]
         aux = {}
     else:
         q_pred = q_a
-        td = jnp.square(q_a - target[None])             # [K, B, G]
-        per = jnp.sum(jnp.mean(td + cql_alpha * pen, axis=1), axis=0)  # [G]
-        loss = jnp.sum(per)
+        loss, per, td = td_loss(q_a, target, cql_alpha * pen)  # per [G], td [K, B, G]
         aux = {"loss_per_decision": per}
     n_valid = jnp.maximum(jnp.sum(mask, axis=-1), 1).astype(q.dtype)              # [B, G]
     q_mean = jnp.sum(jnp.where(mask[None], q, 0.0), axis=-1) / n_valid[None]      # [K, B, G]
     aux.update(td_loss=jnp.mean(td), cql_penalty=jnp.mean(pen), q=jnp.mean(q_pred),
                q_gap=jnp.mean(q_a - q_mean), target=jnp.mean(target))
     return loss, aux
-
-
-def sac_actor_loss(logits, q, mask, alpha):
-    """Discrete-SAC actor loss per decision ``sum_{a valid} pi(a) [alpha log pi(a) - q(a)]``.
-
-    Args:
-      logits: ``[..., A]`` raw actor outputs.  q: ``[..., A]`` critic values (min over critics;
-        treated as constants).  mask: ``[..., A]`` bool.  alpha: broadcastable to ``[...]``.
-
-    Returns:
-      ``(loss [...], entropy [...])`` (entropy over valid actions).
-    """
-    q = jax.lax.stop_gradient(q)
-    logp = masked_log_softmax(logits, mask)
-    p = jnp.exp(logp)
-    per = jnp.sum(jnp.where(mask, p * (jnp.asarray(alpha)[..., None] * logp - q), 0.0), axis=-1)
-    return per, masked_entropy(logp, mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,17 +675,14 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
         # (as jaxrrm.algos.sac: saves critic passes; the one-step lag is immaterial).
         x, mask, _, _, _ = decisions(batch)
         alpha = jnp.exp(params["log_alpha"])
-        per, ent = sac_actor_loss(apply_actor(a_params, x), q_min, mask, alpha)  # [B, G]
-        per_dec = jnp.mean(per, axis=0)
-        return jnp.sum(per_dec), {"entropy": ent, "loss_per_decision": per_dec}
+        loss, per_dec, ent = sac_batch_actor_loss(apply_actor(a_params, x), q_min, mask, alpha)
+        return loss, {"entropy": ent, "loss_per_decision": per_dec}
 
     def update(state: CQLState, batch: Transitions, key):
         del key
         params, opt_state = state.params, state.opt_state
-        (c_loss, (aux, q_min)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
-            params["critic"], params, batch)
-        c_upd, c_opt = tx_critic.update(c_grads, opt_state["critic"], params["critic"])
-        c_params = optax.apply_updates(params["critic"], c_upd)
+        c_params, c_opt, c_loss, (aux, q_min), c_grads = gradient_step(
+            critic_loss, params["critic"], opt_state["critic"], tx_critic, params, batch)
         new_params = dict(params, critic=c_params,
                           critic_target=polyak(params["critic_target"], c_params, cfg.tau))
         new_opt = dict(opt_state, critic=c_opt)
@@ -732,20 +692,18 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
              "critic_grad_norm": optax.tree.norm(c_grads), "actor_loss": zero, "entropy": zero,
              "alpha": zero, "alpha_loss": zero}
         if sac:
-            (a_loss, a_aux), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-                params["actor"], params, batch, q_min)
-            a_upd, a_opt = tx_actor.update(a_grads, opt_state["actor"], params["actor"])
-            a_params = optax.apply_updates(params["actor"], a_upd)
+            a_params, a_opt, a_loss, a_aux, _ = gradient_step(
+                actor_loss, params["actor"], opt_state["actor"], tx_actor, params, batch, q_min)
             ent = a_aux["entropy"]                                      # [B, G]
             _, mask, _, _, _ = decisions(batch)
-            gap = jax.lax.stop_gradient(ent - target_entropy(mask, cfg.target_entropy_frac))
-            al_loss, al_grad = jax.value_and_grad(
-                lambda la: jnp.mean(la[None, :] * gap))(params["log_alpha"])
+            t_args = (ent, mask, cfg.target_entropy_frac)
             if cfg.autotune_alpha:
-                al_upd, al_opt = tx_alpha.update(al_grad, opt_state["alpha"], params["log_alpha"])
-                log_alpha = optax.apply_updates(params["log_alpha"], al_upd)
+                log_alpha, al_opt, al_loss, _, _ = gradient_step(
+                    temperature_loss, params["log_alpha"], opt_state["alpha"], tx_alpha, *t_args,
+                    has_aux=False)
             else:
                 al_opt, log_alpha = opt_state["alpha"], params["log_alpha"]
+                al_loss = temperature_loss(params["log_alpha"], *t_args)
             new_params.update(actor=a_params, log_alpha=log_alpha)
             new_opt.update(actor=a_opt, alpha=al_opt)
             m.update(actor_loss=a_loss, entropy=jnp.mean(ent),

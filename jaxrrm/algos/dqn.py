@@ -83,7 +83,8 @@ class DQNConfig(OnlineRunConfig):
       huber_delta: Huber loss threshold (> 0).
       double: double DQN target (online argmax, target value); False = max over the target.
       reward_scale: the team reward is multiplied by this in the TD target (> 0).
-      net: the per-AP Q network (:class:`NetConfig`).
+      net: the per-AP Q network (:class:`NetConfig`; ``shared=None`` resolves to a network
+        shared across APs).
       return_transitions: ``train_chunk`` also returns the chunk's transitions (else None).
     """
 
@@ -118,7 +119,7 @@ class DQNConfig(OnlineRunConfig):
             require(is_num(v) and 0.0 <= v <= 1.0, name, "[0, 1]", v)
         require(is_num(self.huber_delta) and self.huber_delta > 0, "huber_delta", "> 0",
                 self.huber_delta)
-        require(isinstance(self.net, NetConfig), "net", "a NetConfig", self.net)
+        self._resolve_nets("net")
         require(isinstance(self.double, bool), "double", "True or False", self.double)
 
 
@@ -244,10 +245,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: DQNConfig = DQNCo
     def update(carry, key, replay):
         params, opt_state, updates = carry
         batch = common.replay_sample(key, replay, cfg.batch_size)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["q"],
-                                                                       params["q_target"], batch)
-        upd, opt_state = tx.update(grads, opt_state, params["q"])
-        q_params = optax.apply_updates(params["q"], upd)
+        q_params, opt_state, loss, aux, grads = common.gradient_step(
+            loss_fn, params["q"], opt_state, tx, params["q_target"], batch)
         updates = updates + 1
         sync = (updates % cfg.target_period) == 0
         tgt = common.polyak(params["q_target"], q_params, cfg.tau)

@@ -9,14 +9,22 @@ Discrete SAC (Christodoulou, arXiv 1910.07207) per AP, every AP a learner on its
              [\\min_k Q^{k-}_i(o', a) - \\alpha_i \\log\\pi_i(a|o')]
 
    y_i = r + \\gamma (1 - d) V_i(o'),\\qquad
-   L_Q = \\sum_k \\tfrac12 (Q^k_i(o, a_i) - y_i)^2
+   L_Q = \\sum_k \\frac1B \\sum_b \\sum_i (Q^k_i(o_b, a_{b,i}) - y_{b,i})^2
 
-   L_\\pi = \\sum_{a\\,\\mathrm{valid}} \\pi_i(a|o)
-             [\\alpha_i \\log\\pi_i(a|o) - \\min_k Q^k_i(o, a)]
+   L_\\pi = \\sum_i \\frac1B \\sum_b \\sum_{a\\,\\mathrm{valid}} \\pi_i(a|o_b)
+             [\\alpha_i \\log\\pi_i(a|o_b) - \\min_k Q^k_i(o_b, a)]
 
    L_\\alpha = \\log\\alpha_i \\cdot (\\mathcal H[\\pi_i(.|o)] - \\bar{\\mathcal H}(o))
+   \\text{ (mean over the batch and the APs)}
 
-(the expectations over actions are exact sums, the discrete-SAC trick). The temperature
+(the expectations over actions are exact sums, the discrete-SAC trick). The losses are
+:mod:`jaxrrm.algos.losses`', shared with offline CQL's SAC backbone (:mod:`jaxrrm.algos.cql`),
+and follow its convention: squared TD error without 1/2, summed over critics and APs, averaged
+over the minibatch (CQL needs that scale, it weighs the TD term against ``cql_alpha`` times its
+penalty). Until this learner adopted it, its critic loss was ``sum_k mean_{b,i} 1/2 (Q - y)^2``
+(``2 I`` times smaller) and its actor loss a mean over APs (``I`` times smaller). Adam makes the
+update invariant to a constant loss scale (up to its ``eps``); the gradient-norm clip
+``max_grad_norm`` is not, and now acts on the larger gradients. The temperature
 ``alpha_i`` (one per AP) is tuned towards the target entropy ``target_entropy_frac * log(number
 of valid actions)``, per state. Masked actions get probability exactly 0 (finite
 :data:`jaxrrm.networks.MASK_VALUE` logits, entropies summed over valid actions only), so they are
@@ -44,7 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -52,9 +60,9 @@ import optax
 from flax import struct
 
 from ..config import EnvConfig, EnvParams
-from ..networks import (ensemble_apply, ensemble_init, masked_argmax, masked_entropy,
-                        masked_log_softmax, sample_masked)
-from . import common
+from ..networks import (ensemble_apply, ensemble_init, masked_argmax, masked_log_softmax,
+                        sample_masked)
+from . import common, losses
 from .common import BEHAVIOUR_NET, NetConfig, OnlineRunConfig, ReplayItem, is_num, require
 
 
@@ -71,7 +79,8 @@ class SACConfig(OnlineRunConfig):
       init_alpha: initial temperature (> 0).
       target_entropy_frac: target entropy as a fraction of ``log(valid actions)``, in [0, 1).
       autotune_alpha: tune the temperature (else it stays at ``init_alpha``).
-      actor_net, critic_net: :class:`NetConfig` of the categorical actor and of each critic.
+      actor_net, critic_net: :class:`NetConfig` of the categorical actor and of each critic
+        (``shared=None`` resolves to a network shared across APs).
     """
 
     num_envs: int = 32
@@ -101,9 +110,7 @@ class SACConfig(OnlineRunConfig):
             require(is_num(v) and v > 0, name, "> 0", v)
         require(is_num(self.target_entropy_frac) and 0.0 <= self.target_entropy_frac < 1.0,
                 "target_entropy_frac", "[0, 1)", self.target_entropy_frac)
-        for name in ("actor_net", "critic_net"):
-            require(isinstance(getattr(self, name), NetConfig), name, "a NetConfig",
-                    getattr(self, name))
+        self._resolve_nets("actor_net", "critic_net")
         require(isinstance(self.autotune_alpha, bool), "autotune_alpha", "True or False",
                 self.autotune_alpha)
 
@@ -131,6 +138,9 @@ class Trainer(NamedTuple):
     """What :func:`make_train` returns (see :class:`jaxrrm.algos.dqn.Trainer`).
 
     ``policy(params, greedy=True)``: masked argmax of the actor if greedy, else a sample.
+    ``critic_loss(critic_params, params, batch: ReplayItem) -> (loss, (aux, q_min))`` and
+    ``actor_loss(actor_params, params, batch, q_min) -> (loss, entropy)``: the losses of one
+    update (pure; as :class:`jaxrrm.algos.cql.Learner`'s).
     """
 
     init: Callable
@@ -142,6 +152,8 @@ class Trainer(NamedTuple):
     config: SACConfig
     env_cfg: EnvConfig
     env_params: EnvParams
+    critic_loss: Optional[Callable] = None
+    actor_loss: Optional[Callable] = None
 
 
 def make_policy(actor, env_cfg: EnvConfig, params, greedy: bool = True):
@@ -160,10 +172,8 @@ def make_policy(actor, env_cfg: EnvConfig, params, greedy: bool = True):
     return policy
 
 
-def target_entropy(mask, frac: float):
-    """``frac * log(number of valid actions)`` per row of ``mask [..., A]`` -> ``[...]``."""
-    n = jnp.maximum(jnp.sum(mask, axis=-1), 1).astype(jnp.float32)
-    return frac * jnp.log(n)
+#: Target entropy per row of a mask (:func:`jaxrrm.algos.losses.target_entropy`).
+target_entropy = losses.target_entropy
 
 
 def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACConfig(),
@@ -208,54 +218,51 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACCo
                         updates=jnp.zeros((), jnp.int32))
 
     def critic_loss(c_params, params, batch: ReplayItem):
+        """Soft TD loss (:func:`jaxrrm.algos.losses.td_loss`) of the twin critics on ``batch``
+        ``[B]``: ``(loss, (aux, q_min [B, I, A]))``."""
         alpha = jnp.exp(params["log_alpha"])  # [I]
         logp_next = masked_log_softmax(actor.apply(params["actor"], batch.next_obs),
                                        batch.next_action_mask)  # [B, I, A]
         q_next = jnp.min(ensemble_apply(critic, params["critic_target"], batch.next_obs), axis=0)
-        soft = jnp.exp(logp_next) * (q_next - alpha[:, None] * logp_next)
-        v = jnp.sum(jnp.where(batch.next_action_mask, soft, 0.0), axis=-1)  # [B, I]
-        not_done = 1.0 - batch.terminated.astype(jnp.float32)
-        y = cfg.reward_scale * batch.reward[:, None] + cfg.gamma * not_done[:, None] * v
+        v = losses.soft_value(q_next, logp_next, batch.next_action_mask, alpha)  # [B, I]
+        disc = cfg.gamma * losses.not_done(batch.terminated)
+        y = losses.td_target(cfg.reward_scale * batch.reward[:, None], v, disc[:, None])
         y = jax.lax.stop_gradient(y)
         q = ensemble_apply(critic, c_params, batch.obs)  # [2, B, I, A]
-        q_a = jnp.take_along_axis(q, batch.actions[None, ..., None], axis=-1)[..., 0]  # [2, B, I]
-        loss = jnp.sum(jnp.mean(0.5 * (q_a - y[None]) ** 2, axis=(1, 2)))
+        q_a = losses.q_at(q, batch.actions[None])  # [2, B, I]
+        loss, _, _ = losses.td_loss(q_a, y)
         q_min = jax.lax.stop_gradient(jnp.min(q, axis=0))  # [B, I, A], reused by the actor
         return loss, ({"q": jnp.mean(q_a), "target": jnp.mean(y)}, q_min)
 
     def actor_loss(a_params, params, batch: ReplayItem, q):
-        # q: [B, I, A] min of the twin critics on batch.obs (computed in the critic step, before
-        # its update: saves two critic passes per update; the one-step lag is immaterial).
+        """Actor loss (:func:`jaxrrm.algos.losses.actor_loss`): ``(loss, entropy [B, I])``.
+
+        ``q [B, I, A]``: min of the twin critics on ``batch.obs`` (computed in the critic step,
+        before its update: saves two critic passes per update; the one-step lag is
+        immaterial)."""
         alpha = jnp.exp(params["log_alpha"])
-        logp = masked_log_softmax(actor.apply(a_params, batch.obs), batch.action_mask)
-        p = jnp.exp(logp)
-        per = jnp.sum(jnp.where(batch.action_mask, p * (alpha[:, None] * logp - q), 0.0), -1)
-        ent = masked_entropy(logp, batch.action_mask)  # [B, I]
-        return jnp.mean(per), ent
+        loss, _, ent = losses.actor_loss(actor.apply(a_params, batch.obs), q,
+                                         batch.action_mask, alpha)
+        return loss, ent
 
     def update(carry, key, replay):
         params, opt_state, updates = carry
         batch = common.replay_sample(key, replay, cfg.batch_size)
-        (c_loss, (aux, q_min)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
-            params["critic"], params, batch)
-        c_upd, c_opt = tx_critic.update(c_grads, opt_state["critic"], params["critic"])
-        c_params = optax.apply_updates(params["critic"], c_upd)
+        c_params, c_opt, c_loss, (aux, q_min), _ = common.gradient_step(
+            critic_loss, params["critic"], opt_state["critic"], tx_critic, params, batch)
         params = dict(params, critic=c_params)
 
-        (a_loss, ent), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            params["actor"], params, batch, q_min)
-        a_upd, a_opt = tx_actor.update(a_grads, opt_state["actor"], params["actor"])
-        a_params = optax.apply_updates(params["actor"], a_upd)
+        a_params, a_opt, a_loss, ent, _ = common.gradient_step(
+            actor_loss, params["actor"], opt_state["actor"], tx_actor, params, batch, q_min)
 
-        gap = jax.lax.stop_gradient(ent - target_entropy(batch.action_mask,
-                                                          cfg.target_entropy_frac))  # [B, I]
-        al_loss_fn = lambda la: jnp.mean(la[None, :] * gap)  # noqa: E731
-        al_loss, al_grad = jax.value_and_grad(al_loss_fn)(params["log_alpha"])
+        t_args = (ent, batch.action_mask, cfg.target_entropy_frac)
         if cfg.autotune_alpha:
-            al_upd, al_opt = tx_alpha.update(al_grad, opt_state["alpha"], params["log_alpha"])
-            log_alpha = optax.apply_updates(params["log_alpha"], al_upd)
+            log_alpha, al_opt, al_loss, _, _ = common.gradient_step(
+                losses.temperature_loss, params["log_alpha"], opt_state["alpha"], tx_alpha,
+                *t_args, has_aux=False)
         else:
             al_opt, log_alpha = opt_state["alpha"], params["log_alpha"]
+            al_loss = losses.temperature_loss(params["log_alpha"], *t_args)
 
         tgt = common.polyak(params["critic_target"], c_params, cfg.tau)
         params = {"actor": a_params, "critic": c_params, "critic_target": tgt,
@@ -321,4 +328,5 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACCo
     evaluate = common.make_evaluator(lambda p: make_policy(actor, env_cfg, p, True), env_params,
                                      env_cfg, eval_episodes)
     return Trainer(init=init, train_chunk=train_chunk, policy=policy, evaluate=evaluate,
-                   actor=actor, critic=critic, config=cfg, env_cfg=env_cfg, env_params=env_params)
+                   actor=actor, critic=critic, config=cfg, env_cfg=env_cfg, env_params=env_params,
+                   critic_loss=critic_loss, actor_loss=actor_loss)
