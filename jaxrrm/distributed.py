@@ -177,11 +177,11 @@ def _pad_keys(keys, mesh: Mesh, pad: bool, what: str):
 
 
 @functools.lru_cache(maxsize=64)
-def _rollout_seeds_fn(policy, cfg: EnvConfig, num_episodes: int, mesh: Mesh):
-    def fn(keys, params):
+def _rollout_seeds_fn(cfg: EnvConfig, num_episodes: int, mesh: Mesh):
+    def fn(keys, policy, params):
         return evallib.rollout_seeds(keys, policy, params, cfg, num_episodes)
 
-    return shard_batched(fn, mesh, (True, False), gather_out=True, what="seeds")
+    return shard_batched(fn, mesh, (True, False, False), gather_out=True, what="seeds")
 
 
 def rollout_seeds(keys, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig,
@@ -190,7 +190,9 @@ def rollout_seeds(keys, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig
 
     Args:
       keys: ``[S]`` PRNG keys, one per seed (the same on every process).
-      policy, params, cfg, num_episodes: as :func:`jaxrrm.evaluate.rollout_seeds`.
+      policy, params, cfg, num_episodes: as :func:`jaxrrm.evaluate.rollout_seeds` (the policy
+        is a pytree argument, replicated: a :func:`jaxrrm.env.policy_with_params` compiles once
+        per ``apply_fn``).
       mesh: a mesh (:func:`make_mesh`); None runs the unsharded function.
       pad: pad the seeds to a multiple of ``D`` (repeating the last key; padded rows dropped)
         instead of raising ``ValueError``.
@@ -203,24 +205,24 @@ def rollout_seeds(keys, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig
     if mesh is None:
         return evallib.rollout_seeds(keys, policy, params, cfg, num_episodes)
     keys, n = _pad_keys(keys, mesh, pad, "seeds")
-    rates, ret = _rollout_seeds_fn(policy, cfg, int(num_episodes), mesh)(keys, params)
+    rates, ret = _rollout_seeds_fn(cfg, int(num_episodes), mesh)(
+        keys, envlib.as_pytree_policy(policy), params)
     return (rates, ret) if rates.shape[0] == n else (rates[:n], ret[:n])
 
 
 @functools.lru_cache(maxsize=64)
-def _rollout_fn(policy, cfg: EnvConfig, return_trajectory: bool, mesh: Mesh):
-    def fn(ep_keys, params):
-        rates, rewards, masked, traj = jax.vmap(
-            lambda k: envlib._episode(k, policy, params, cfg, return_trajectory))(ep_keys)
-        return (rates, rewards, masked) + ((traj,) if return_trajectory else ())
+def _rollout_fn(cfg: EnvConfig, return_trajectory: bool, mesh: Mesh):
+    def fn(ep_keys, policy, params):
+        return tuple(envlib.rollout_episodes(ep_keys, policy, params, cfg, return_trajectory))
 
-    return shard_batched(fn, mesh, (True, False), gather_out=True, what="episodes")
+    return shard_batched(fn, mesh, (True, False, False), gather_out=True, what="episodes")
 
 
 def rollout(key, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig, num_episodes: int,
             mesh: Optional[Mesh] = None, return_trajectory: bool = False,
             pad: bool = False) -> envlib.RolloutResult:
-    """:func:`jaxrrm.env.rollout` with the episodes split over the mesh.
+    """:func:`jaxrrm.env.rollout` with the episodes split over the mesh: each device runs
+    :func:`jaxrrm.env.rollout_episodes` on its slice of the episode keys.
 
     Episode ``e`` uses ``jax.random.split(key, num_episodes)[e]`` as in the unsharded rollout,
     whatever the device count. ``pad`` as :func:`rollout_seeds` (for the episodes).
@@ -232,26 +234,11 @@ def rollout(key, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig, num_e
     if mesh is None:
         return envlib.rollout(key, policy, params, cfg, num_episodes, return_trajectory)
     ep_keys, n = _pad_keys(jax.random.split(key, num_episodes), mesh, pad, "episodes")
-    out = _rollout_fn(policy, cfg, bool(return_trajectory), mesh)(ep_keys, params)
+    out = _rollout_fn(cfg, bool(return_trajectory), mesh)(
+        ep_keys, envlib.as_pytree_policy(policy), params)
     if ep_keys.shape[0] != n:
-        out = jax.tree.map(lambda x: x[:n], out)
-    traj = out[3] if return_trajectory else None
-    return envlib.RolloutResult(out[0], out[1], out[2], traj)
-
-
-@functools.lru_cache(maxsize=64)
-def _rollout_chunk_fn(policy, cfg: EnvConfig, mesh: Mesh):
-    from . import data
-
-    return shard_batched(lambda keys, params: data._rollout_chunk(keys, policy, params, cfg),
-                         mesh, (True, False), gather_out=True, what="episodes per chunk")
-
-
-def rollout_chunk(keys, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig, mesh: Mesh):
-    """The episode chunk of dataset collection (what :func:`jaxrrm.data.collect_policy` rolls
-    out per compiled call: one episode per key, ``[C, T, ...]`` trajectories) with the ``C``
-    episodes split over the mesh (``D`` must divide ``C``); replicated outputs."""
-    return _rollout_chunk_fn(policy, cfg, mesh)(keys, params)
+        out = jax.tree.map(lambda x: x[:n] if x is not None else None, out)
+    return envlib.RolloutResult(*out)
 
 
 # --------------------------------------------------------------------------------------------

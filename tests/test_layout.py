@@ -32,15 +32,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 #: Private uses that cannot be removed in the scope of the data / distributed restructuring,
 #: as ``(using module, "used_module._name"): reason``. An entry that is no longer found fails
 #: the test (remove it).
-ALLOWED_PRIVATE: Dict[Tuple[str, str], str] = {
-    ("jaxrrm.distributed", "jaxrrm.env._episode"):
-        "rollout unification pending (distributed._rollout_fn; env.py and distributed.py's "
-        "rollout functions are being rewritten)",
-    ("jaxrrm.distributed", "jaxrrm.data._rollout_chunk"):
-        "rollout unification pending (distributed._rollout_chunk_fn calls the collection "
-        "chunk by its old private name; jaxrrm.data keeps it as an alias of "
-        "jaxrrm.data.collect.rollout_chunk until then)",
-}
+ALLOWED_PRIVATE: Dict[Tuple[str, str], str] = {}
 
 #: Import cycles allowed, as sorted tuples of the modules of a strongly connected component.
 ALLOWED_CYCLES: Dict[Tuple[str, ...], str] = {}

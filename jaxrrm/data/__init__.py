@@ -39,9 +39,6 @@ from .transitions import (CHECK_CHUNK_ROWS, FIELDS, TRAJ_KEYS, DatasetError, Tra
                           check_content, check_shapes, episode_order, field_specs,
                           flatten_stream, from_rollout, from_step, slice_stream)
 
-#: The old private name of :func:`rollout_chunk`, kept for :func:`jaxrrm.distributed.rollout_chunk`
-#: until the rollout functions are unified (tests/test_layout.py lists this use).
-_rollout_chunk = rollout_chunk
 
 __all__ = [
     "BEHAVIOURS", "CHECK_CHUNK_ROWS", "CHUNK_STEPS", "DatasetError", "DatasetExistsError",

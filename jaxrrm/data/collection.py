@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import sharding
 from ..config import EnvConfig, EnvParams, check_seed
-from ..env import Policy, rollout
+from ..env import Policy, as_pytree_policy, rollout_episodes
 from .storage import config_to_json, params_to_json
 from .transitions import FIELDS, TRAJ_KEYS, Transitions, field_specs, from_rollout
 
@@ -114,13 +114,24 @@ def behaviour_policy(name: str, cfg: EnvConfig) -> Policy:
     return baselines.make(name, cfg)
 
 
-@functools.partial(jax.jit, static_argnames=("policy", "cfg"))
+def _chunk(keys, policy, params, cfg):
+    ep_keys = jax.vmap(lambda k: jax.random.split(k, 1)[0])(keys)
+    traj = rollout_episodes(ep_keys, policy, params, cfg, return_trajectory=True).trajectory
+    return {k: traj[k] for k in TRAJ_KEYS if k != "info"} | {
+        "info": {"rates_mbps": traj["info"]["rates_mbps"]}}
+
+
+_chunk_jit = jax.jit(_chunk, static_argnames=("cfg",))
+
+
 def rollout_chunk(keys, policy, params, cfg):
     """The episodes of one compiled call of :func:`collect_policy`: one episode per key.
 
     Args:
-      keys: ``[C]`` PRNG keys (episode ``c`` is ``rollout(keys[c], policy, params, cfg, 1)``).
-      policy: a :data:`jaxrrm.env.Policy` (static: the same object reuses the compilation).
+      keys: ``[C]`` PRNG keys (episode ``c`` is ``rollout(keys[c], policy, params, cfg, 1)``'s
+        episode: :func:`jaxrrm.env.rollout_episodes` of ``split(keys[c], 1)[0]``).
+      policy: a :data:`jaxrrm.env.Policy` (a pytree argument of the compiled call: see
+        :func:`jaxrrm.env.as_pytree_policy`).
       params, cfg: the environment (``cfg`` static).
 
     Returns:
@@ -128,19 +139,14 @@ def rollout_chunk(keys, policy, params, cfg):
       arrays: ``obs``, ``actions``, ``rewards``, ``next_obs``, ``truncated`` and
       ``info["rates_mbps"]`` (JAX arrays).
     """
-    def one(k):
-        traj = rollout(k, policy, params, cfg, 1, return_trajectory=True).trajectory
-        traj = {k2: traj[k2] for k2 in TRAJ_KEYS if k2 != "info"} | {
-            "info": {"rates_mbps": traj["info"]["rates_mbps"]}}
-        return jax.tree.map(lambda x: x[0], traj)
-    return jax.vmap(one)(keys)
+    return _chunk_jit(keys, as_pytree_policy(policy), params, cfg)
 
 
 @functools.lru_cache(maxsize=64)
-def _sharded_chunk_fn(policy, cfg: EnvConfig, mesh):
-    return sharding.shard_batched(lambda keys, params: rollout_chunk(keys, policy, params, cfg),
-                                  mesh, (True, False), gather_out=True,
-                                  what="episodes per chunk")
+def _sharded_chunk_fn(cfg: EnvConfig, mesh):
+    return sharding.shard_batched(
+        lambda keys, policy, params: _chunk(keys, policy, params, cfg),
+        mesh, (True, False, False), gather_out=True, what="episodes per chunk")
 
 
 def sharded_rollout_chunk(keys, policy: Policy, params: EnvParams, cfg: EnvConfig, mesh):
@@ -150,9 +156,9 @@ def sharded_rollout_chunk(keys, policy: Policy, params: EnvParams, cfg: EnvConfi
     Returns:
       The same ``[C, T, ...]`` dict, replicated on every device (the unsharded values up to
       float32 rounding; see :mod:`jaxrrm.distributed`, *Equality*). Compiled once per
-      (policy, cfg, mesh).
+      (cfg, mesh) and policy function (the policy is a pytree argument).
     """
-    return _sharded_chunk_fn(policy, cfg, mesh)(keys, params)
+    return _sharded_chunk_fn(cfg, mesh)(keys, as_pytree_policy(policy), params)
 
 
 #: Default upper bound on the transitions rolled out per compiled call of :func:`collect_policy`.
