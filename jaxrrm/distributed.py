@@ -288,13 +288,8 @@ def shard_trainer(trainer, mesh: Mesh) -> ShardedTrainer:
     def rates_fn(num_episodes: int):
         def eval_rates(ls, keys, params):
             # As jaxrrm.train's eval_rates: each seed's greedy policy on its own key.
-            def one(state, key):
-                pol = learner.policy(state.params, greedy=True)
-                rates, ret = evallib.rollout_seeds(key[None], pol, params, env_cfg,
-                                                   num_episodes)
-                return rates[0], ret[0]
-
-            return jax.vmap(one)(ls, keys)
+            return evallib.rollout_per_seed(keys, learner.policy(ls.params, greedy=True),
+                                            params, env_cfg, num_episodes)
 
         return shard_batched(eval_rates, mesh, (True, True, False), gather_out=True,
                              what="num_seeds")

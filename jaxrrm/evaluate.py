@@ -62,6 +62,24 @@ def rollout_seeds(keys, policy: Policy, params: EnvParams, cfg: EnvConfig, num_e
     return _rollout_seeds(keys, as_pytree_policy(policy), params, cfg, num_episodes, layout)
 
 
+def rollout_per_seed(keys, policies: Policy, params: EnvParams, cfg: EnvConfig,
+                     num_episodes: int, layout: str = "auto"):
+    """Seed ``s`` runs its own policy on ``keys[s]``: the evaluation of ``S`` trained seeds.
+
+    ``policies`` is one :func:`jaxrrm.env.policy_with_params` pytree whose parameter leaves
+    carry a leading ``[S]`` axis (e.g. a learner's ``policy(state.params)`` of a vmapped train
+    state); seed ``s`` is :func:`rollout_seeds` ``(keys[s:s+1], policies[s], ...)``.
+
+    Returns:
+      ``ue_rates_mbps`` ``[S, E, K]`` float32 and mean episode return ``[S]`` float32.
+    """
+    def one(policy, key):
+        rates, ret = _rollout_seeds(key[None], policy, params, cfg, num_episodes, layout)
+        return rates[0], ret[0]
+
+    return jax.vmap(one)(as_pytree_policy(policies), keys)
+
+
 def seed_metrics(ue_rates, mu) -> Dict[str, np.ndarray]:
     """Sum rate, 5th-percentile rate and score of each seed.
 

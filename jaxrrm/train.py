@@ -205,13 +205,9 @@ def _compiled(env_cfg: EnvConfig, learner_cfg: LearnerConfig, batch_size: int, c
 
     @functools.partial(jax.jit, static_argnames=("num_episodes",))
     def eval_rates(ls, keys, env_params, num_episodes):
-        def one(params, key):
-            pol = learner.policy(params.params, greedy=True)
-            rates, ret = evaluate.rollout_seeds(key[None], pol, env_params, env_cfg,
-                                                num_episodes)
-            return rates[0], ret[0]
-
-        return jax.vmap(one)(ls, keys)
+        # each seed's greedy policy on its own key
+        return evaluate.rollout_per_seed(keys, learner.policy(ls.params, greedy=True),
+                                         env_params, env_cfg, num_episodes)
 
     return learner, jax.jit(init), chunk_fn, run_chunk, eval_rates
 

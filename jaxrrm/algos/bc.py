@@ -51,7 +51,7 @@ from ..config import EnvConfig
 from ..data import Transitions
 from ..networks import MLP, masked_argmax, masked_entropy, masked_log_softmax, sample_masked
 from .common import NetConfig, gradient_step, is_num, require
-from ..env import replicated_policy
+from ..env import policy_with_params, replicated_policy
 from .cql import (CQL_NET, EXECUTIONS, MAX_JOINT_ACTIONS, OFFLINE_SHARED, canonical_actions,
                   check_execution, joint_action_mask, q_at)
 
@@ -204,17 +204,32 @@ def make_learner(env_cfg: EnvConfig, cfg: BCConfig = BCConfig()) -> Learner:
         m = {"loss": ce, "grad_norm": optax.tree.norm(grads), **aux}
         return BCState(params=params, opt_state=opt_state, step=state.step + 1), m
 
-    def make_policy(params, greedy: bool = True):
-        p = params.params if isinstance(params, BCState) else params
-        p = p["actor"] if isinstance(p, dict) and "actor" in p else p
+    apply_fns = {}  # one apply_fn per mode: stable, so rollouts compile once
 
-        def pol(key, obs, env_state, env_params):
+    def apply_fn(greedy: bool):
+        if greedy in apply_fns:
+            return apply_fns[greedy]
+
+        def pol(p, key, obs, env_state, env_params):
             x, mask, _ = inputs(obs.agents, obs.global_state, obs.action_mask, None)
             logits = apply(p, x)
             a = (masked_argmax(logits, mask) if greedy else sample_masked(key, logits, mask))
             return to_env(a).astype(jnp.int32)
 
-        return replicated_policy(pol, env_cfg) if cfg.execution == "replicated" else pol
+        if cfg.execution == "replicated":
+            joint = pol
+
+            def pol(p, key, obs, env_state, env_params):  # noqa: F811
+                return replicated_policy(policy_with_params(joint, p), env_cfg)(
+                    key, obs, env_state, env_params)
+
+        apply_fns[greedy] = pol
+        return pol
+
+    def make_policy(params, greedy: bool = True):
+        p = params.params if isinstance(params, BCState) else params
+        p = p["actor"] if isinstance(p, dict) and "actor" in p else p
+        return policy_with_params(apply_fn(bool(greedy)), p)
 
     return Learner(init=init, update=update, policy=make_policy, loss=loss, actor=actor,
                    env_cfg=env_cfg, config=cfg)

@@ -10,8 +10,9 @@
   the full :class:`jaxrrm.data.Transitions` (``next_obs`` = ``info["final_obs"]``, so the last
   slot of an episode bootstraps from its own episode) with episode ids
   ``env_index + E * episode_counter``, unique per episode of the run.
-* :func:`make_evaluator`: a jitted evaluation of *network parameters* (traced, so no recompilation
-  between evaluations of a learning curve) on held-out keys.
+* Evaluation of network parameters is :func:`jaxrrm.evaluate.rollout_seeds` of the learner's
+  policy (a :func:`jaxrrm.env.policy_with_params` pytree, so the parameters are traced and a
+  learning curve compiles once).
 
 Shapes: ``E`` parallel environments, ``I`` APs, ``D = 2N`` observation length, ``A`` actions per AP,
 ``K`` UEs.
@@ -369,27 +370,6 @@ def polyak(target, online, tau: float):
 # --------------------------------------------------------------------------------------------
 # Evaluation of parameters (traced: one compilation for a whole learning curve)
 # --------------------------------------------------------------------------------------------
-
-def make_evaluator(policy_from_params: Callable[[Any], envlib.Policy], params: EnvParams,
-                   cfg: EnvConfig, num_episodes: int):
-    """A jitted ``evaluate(keys [S], net_params) -> (ue_rates [S, E, K], mean return [S])``.
-
-    Same episodes as :func:`jaxrrm.evaluate.rollout_seeds` with the same keys (it runs the same
-    :func:`jaxrrm.env.rollout`), but the network parameters are an argument, not baked into the
-    program, so evaluating a new checkpoint does not recompile.
-    """
-    @jax.jit
-    def evaluate(keys, net_params):
-        pol = policy_from_params(net_params)
-
-        def one(key):
-            res = envlib.rollout(key, pol, params, cfg, num_episodes)
-            return res.ue_rates_mbps, jnp.mean(jnp.sum(res.rewards, axis=-1))
-
-        return jax.vmap(one)(keys)
-
-    return evaluate
-
 
 def linear_schedule(start: float, end: float, steps) -> Callable:
     """``f(n) = start + (end - start) * min(n / steps, 1)`` (``steps`` >= 1)."""

@@ -147,7 +147,7 @@ from flax import struct
 from ..baselines import decode_joint_action, encode_joint_action
 from ..config import EnvConfig
 from ..data import Transitions
-from ..env import replicated_policy
+from ..env import policy_with_params, replicated_policy
 from ..networks import (MLP, QMixer, ensemble_apply, ensemble_init, mask_logits, masked_argmax,
                         masked_log_softmax, sample_masked)
 from .common import (NetConfig, gradient_step, is_int, is_num, polyak, random_valid_actions,
@@ -710,11 +710,13 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
                      alpha=jnp.mean(jnp.exp(params["log_alpha"])), alpha_loss=al_loss)
         return CQLState(params=new_params, opt_state=new_opt, step=state.step + 1), m
 
-    def make_policy(params, greedy: bool = True, epsilon: Optional[float] = None):
-        p = params.params if isinstance(params, CQLState) else params
-        eps = 0.05 if epsilon is None else float(epsilon)
+    apply_fns = {}  # one apply_fn per (greedy, epsilon): stable, so rollouts compile once
 
-        def pol(key, obs, env_state, env_params):
+    def apply_fn(greedy: bool, eps: float):
+        if (greedy, eps) in apply_fns:
+            return apply_fns[(greedy, eps)]
+
+        def pol(p, key, obs, env_state, env_params):
             x = to_inputs(obs.agents, obs.global_state)
             mask = to_mask(obs.action_mask)                # [G, A]
             if sac:
@@ -729,7 +731,20 @@ def make_learner(env_cfg: EnvConfig, cfg: CQLConfig) -> Learner:
                     a = jnp.where(jax.random.uniform(k2, a.shape) < eps, rnd, a)
             return to_env_actions(a).astype(jnp.int32)
 
-        return replicated_policy(pol, env_cfg) if cfg.execution == "replicated" else pol
+        if cfg.execution == "replicated":
+            joint = pol
+
+            def pol(p, key, obs, env_state, env_params):  # noqa: F811
+                return replicated_policy(policy_with_params(joint, p), env_cfg)(
+                    key, obs, env_state, env_params)
+
+        apply_fns[(greedy, eps)] = pol
+        return pol
+
+    def make_policy(params, greedy: bool = True, epsilon: Optional[float] = None):
+        p = params.params if isinstance(params, CQLState) else params
+        eps = 0.05 if epsilon is None else float(epsilon)
+        return policy_with_params(apply_fn(bool(greedy), eps), p)
 
     return Learner(init=init, update=update, policy=make_policy, critic_loss=critic_loss,
                    actor_loss=actor_loss if sac else None, decisions=decisions,

@@ -54,7 +54,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from .. import env as envlib
 from ..config import EnvConfig, EnvParams
+from ..evaluate import rollout_seeds
 from ..networks import masked_argmax
 from . import common
 from .common import (BEHAVIOUR_NET, NetConfig, OnlineRunConfig, ReplayItem, is_int, is_num,
@@ -171,6 +173,27 @@ class Trainer(NamedTuple):
     env_params: EnvParams
 
 
+@dataclasses.dataclass(frozen=True)
+class QPolicy:
+    """``apply_fn`` of a Q network's policy (hashable: one compilation per network and mode).
+
+    ``QPolicy(net, greedy, epsilon)(q_params, key, obs, state, env_params) -> [I] int32``: the
+    masked argmax of Q (``greedy``) or epsilon-greedy over the valid actions.
+    """
+
+    net: Any
+    greedy: bool = True
+    epsilon: float = 0.05
+
+    def __call__(self, q_params, key, obs, state, env_params):
+        a = masked_argmax(self.net.apply(q_params, obs.agents), obs.action_mask)
+        if self.greedy:
+            return a
+        k1, k2 = jax.random.split(key)
+        rnd = common.random_valid_actions(k1, obs.action_mask)
+        return jnp.where(jax.random.uniform(k2, a.shape) < self.epsilon, rnd, a).astype(jnp.int32)
+
+
 def make_policy(net, env_cfg: EnvConfig, params, greedy: bool = True,
                 epsilon: Optional[float] = None):
     """A jaxrrm Policy ``(key, obs, state, env_params) -> [I] int32`` of the Q network.
@@ -178,20 +201,12 @@ def make_policy(net, env_cfg: EnvConfig, params, greedy: bool = True,
     ``greedy``: masked argmax of Q. Otherwise epsilon-greedy with ``epsilon`` (default 0.05):
     each AP independently takes a uniformly random *valid* action with probability epsilon.
     ``params`` is the trainer's ``state.params`` dict (or the Q network's parameters alone).
+    The policy is :func:`jaxrrm.env.policy_with_params` of a :class:`QPolicy`: a jitted rollout
+    or evaluation compiles once for every parameter set.
     """
     q_params = params["q"] if isinstance(params, dict) and "q" in params else params
     eps = 0.05 if epsilon is None else float(epsilon)
-
-    def policy(key, obs, state, env_params):
-        q = net.apply(q_params, obs.agents)
-        a = masked_argmax(q, obs.action_mask)
-        if greedy:
-            return a
-        k1, k2 = jax.random.split(key)
-        rnd = common.random_valid_actions(k1, obs.action_mask)
-        return jnp.where(jax.random.uniform(k2, a.shape) < eps, rnd, a).astype(jnp.int32)
-
-    return policy
+    return envlib.policy_with_params(QPolicy(net, bool(greedy), eps), q_params)
 
 
 def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: DQNConfig = DQNConfig(),
@@ -311,7 +326,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: DQNConfig = DQNCo
     def policy(params, greedy: bool = True, epsilon: Optional[float] = None):
         return make_policy(net, env_cfg, params, greedy, epsilon)
 
-    evaluate = common.make_evaluator(lambda p: make_policy(net, env_cfg, p, True), env_params,
-                                     env_cfg, eval_episodes)
+    def evaluate(keys, params):
+        return rollout_seeds(keys, make_policy(net, env_cfg, params, True), env_params, env_cfg,
+                             eval_episodes)
     return Trainer(init=init, train_chunk=train_chunk, policy=policy, evaluate=evaluate, net=net,
                    config=cfg, env_cfg=env_cfg, env_params=env_params)

@@ -59,7 +59,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from .. import env as envlib
 from ..config import EnvConfig, EnvParams
+from ..evaluate import rollout_seeds
 from ..networks import (ensemble_apply, ensemble_init, masked_argmax, masked_log_softmax,
                         sample_masked)
 from . import common, losses
@@ -156,20 +158,30 @@ class Trainer(NamedTuple):
     actor_loss: Optional[Callable] = None
 
 
-def make_policy(actor, env_cfg: EnvConfig, params, greedy: bool = True):
-    """A jaxrrm Policy ``(key, obs, state, env_params) -> [I] int32`` of the categorical actor.
+@dataclasses.dataclass(frozen=True)
+class ActorPolicy:
+    """``apply_fn`` of a categorical actor's policy (hashable: one compilation per network and
+    mode): ``ActorPolicy(actor, greedy)(actor_params, key, obs, state, env_params) -> [I] int32``,
+    the masked argmax of the logits (``greedy``) or a sample of the masked categorical."""
 
-    ``params`` is the trainer's ``state.params`` dict (or the actor's parameters alone).
-    """
-    a_params = params["actor"] if isinstance(params, dict) and "actor" in params else params
+    actor: Any
+    greedy: bool = True
 
-    def policy(key, obs, state, env_params):
-        logits = actor.apply(a_params, obs.agents)
-        if greedy:
+    def __call__(self, a_params, key, obs, state, env_params):
+        logits = self.actor.apply(a_params, obs.agents)
+        if self.greedy:
             return masked_argmax(logits, obs.action_mask)
         return sample_masked(key, logits, obs.action_mask)
 
-    return policy
+
+def make_policy(actor, env_cfg: EnvConfig, params, greedy: bool = True):
+    """A jaxrrm Policy ``(key, obs, state, env_params) -> [I] int32`` of the categorical actor:
+    :func:`jaxrrm.env.policy_with_params` of an :class:`ActorPolicy` (one compilation for every
+    parameter set). ``params`` is the trainer's ``state.params`` dict (or the actor's parameters
+    alone).
+    """
+    a_params = params["actor"] if isinstance(params, dict) and "actor" in params else params
+    return envlib.policy_with_params(ActorPolicy(actor, bool(greedy)), a_params)
 
 
 #: Target entropy per row of a mask (:func:`jaxrrm.algos.losses.target_entropy`).
@@ -325,8 +337,9 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACCo
     def policy(params, greedy: bool = True):
         return make_policy(actor, env_cfg, params, greedy)
 
-    evaluate = common.make_evaluator(lambda p: make_policy(actor, env_cfg, p, True), env_params,
-                                     env_cfg, eval_episodes)
+    def evaluate(keys, params):
+        return rollout_seeds(keys, make_policy(actor, env_cfg, params, True), env_params,
+                             env_cfg, eval_episodes)
     return Trainer(init=init, train_chunk=train_chunk, policy=policy, evaluate=evaluate,
                    actor=actor, critic=critic, config=cfg, env_cfg=env_cfg, env_params=env_params,
                    critic_loss=critic_loss, actor_loss=actor_loss)
