@@ -13,9 +13,11 @@ work on it), the peak resident memory and XLA's buffer sizes. Both batch layouts
 straightforward port, and the library's default) and ``episodes_last`` (the step batched by hand
 with the episode axis last).
 
-In the same run the NumPy reference simulator (:mod:`jaxrrm.testing.reference`, float64, single-threaded)
-does the same work one episode at a time in a Python loop (how research simulators are usually
-written) and vectorized over episodes, with per-episode random streams (``streams="episode"``:
+In the same run the lean NumPy peer (:mod:`benchmarks.numpy_peer`: float32, vectorized over
+episodes, what a researcher would write in NumPy for speed) runs at the vectorized episode counts;
+it is the peer of the headline ratios (``vs_numpy_lean``). And the NumPy reference simulator
+(:mod:`jaxrrm.testing.reference`, float64, single-threaded) does the same work one episode at a
+time in a Python loop (how research simulators are usually written) and vectorized over episodes, with per-episode random streams (``streams="episode"``:
 the same draws as the loop, one Generator call per episode and slot) and with one stream for the
 batch (``streams="shared"``: one Generator call per slot, the fastest NumPy version). The ratios
 are the headline.
@@ -126,7 +128,29 @@ def measure_numpy(config: dict, policy_name: str, num_episodes: int, batched: bo
     return _rates(row, num_episodes * cfg.horizon, cfg.num_ues)
 
 
+def measure_numpy_lean(config: dict, num_episodes: int, min_seconds: float) -> dict:
+    """Time the lean NumPy peer (:mod:`benchmarks.numpy_peer`: float32, vectorized over the
+    episodes, ``full_reuse``) on ``num_episodes`` episodes."""
+    import numpy as np
+
+    from benchmarks import numpy_peer
+    from jaxrrm import EnvConfig, EnvParams
+
+    cfg = EnvConfig(**config)
+    params = EnvParams.create(cfg)
+    rng = np.random.default_rng(0)
+    numpy_peer.rollout(rng, params, cfg, min(num_episodes, 8))  # imports, first-call costs
+    load0 = _load()
+    run_s, cpu_s, reps = _time_calls(lambda: numpy_peer.rollout(rng, params, cfg, num_episodes),
+                                     min_seconds, warmup=False)
+    row = {"episodes": num_episodes, "lean": True, "run_s": run_s, "cpu_s": cpu_s,
+           "repeats": reps, "peak_rss_mib": _peak_rss_mib(), "load_avg_1min": [load0, _load()]}
+    return _rates(row, num_episodes * cfg.horizon, cfg.num_ues)
+
+
 def _measure(spec: dict) -> dict:
+    if spec["kind"] == "numpy_lean":
+        return measure_numpy_lean(spec["config"], spec["episodes"], spec["min_seconds"])
     if spec["kind"] == "jax":
         return measure_jax(spec["config"], spec["policy"], spec["episodes"], spec["layout"],
                            spec["min_seconds"])
@@ -136,7 +160,8 @@ def _measure(spec: dict) -> dict:
 
 def _run_point(spec: dict, isolate: bool, timeout_s: float) -> dict:
     """Measure one point, in a fresh subprocess if ``isolate``; failures become ``error`` rows."""
-    head = {k: spec[k] for k in ("episodes", "layout", "batched", "streams") if k in spec}
+    head = {k: spec[k] for k in ("episodes", "layout", "batched", "streams", "kind")
+            if k in spec}
     if not isolate:
         try:
             return _measure(spec)
@@ -163,10 +188,12 @@ def _run_point(spec: dict, isolate: bool, timeout_s: float) -> dict:
 # Sweeps
 # --------------------------------------------------------------------------------------------
 
-def _ratios(rows_jax, rows_np) -> list:
-    """Speed-ups of each JAX row over the NumPy loop and the vectorized NumPy rows (same E)."""
+def _ratios(rows_jax, rows_np, rows_lean=()) -> list:
+    """Speed-ups of each JAX row over the NumPy loop, the vectorized NumPy reference and the
+    lean NumPy peer (same E)."""
     loop = next((r for r in rows_np if not r["batched"] and "error" not in r), None)
     vec = {(r["episodes"], r["streams"]): r for r in rows_np if r["batched"] and "error" not in r}
+    lean = {r["episodes"]: r for r in rows_lean if "error" not in r}
     out = []
     for r in rows_jax:
         if "error" in r:
@@ -181,6 +208,10 @@ def _ratios(rows_jax, rows_np) -> list:
             if v is not None:
                 row[key] = r["steps_per_s"] / v["steps_per_s"]
                 row[key + "_cpu"] = r["steps_per_cpu_s"] / v["steps_per_cpu_s"]
+        if r["episodes"] in lean:
+            row["vs_numpy_lean"] = r["steps_per_s"] / lean[r["episodes"]]["steps_per_s"]
+            row["vs_numpy_lean_cpu"] = (r["steps_per_cpu_s"]
+                                        / lean[r["episodes"]]["steps_per_cpu_s"])
         out.append(row)
     return out
 
@@ -205,7 +236,7 @@ def run_scenario(name: str, config: dict, jax_episodes, layouts, numpy_vec_episo
     print(f"== {name}: {cfg.num_aps} APs x {cfg.num_ues} UEs, N = {cfg.num_candidates}, "
           f"T = {cfg.horizon}", flush=True)
     base = {"config": config, "policy": policy, "min_seconds": min_seconds}
-    rows_jax, rows_np = [], []
+    rows_jax, rows_np, rows_lean = [], [], []
     r = _run_point({**base, "kind": "numpy", "episodes": numpy_loop_episodes, "batched": False,
                     "streams": "episode"}, isolate, timeout_s)
     rows_np.append(r)
@@ -226,12 +257,17 @@ def run_scenario(name: str, config: dict, jax_episodes, layouts, numpy_vec_episo
                             "streams": streams}, isolate, timeout_s)
             rows_np.append(r)
             print(f"numpy vectorized ({streams:>7s} streams) E={e:6d}: {_fmt_row(r)}", flush=True)
-    ratios = _ratios(rows_jax, rows_np)
+        if e in numpy_vec_episodes:
+            r = _run_point({**base, "kind": "numpy_lean", "episodes": e}, isolate, timeout_s)
+            rows_lean.append(r)
+            print(f"numpy lean peer (float32)      E={e:6d}: {_fmt_row(r)}", flush=True)
+    ratios = _ratios(rows_jax, rows_np, rows_lean)
     for row in ratios:
         parts = ([f"{row['vs_numpy_loop']:.0f}x loop (CPU {row['vs_numpy_loop_cpu']:.0f}x)"]
                  if "vs_numpy_loop" in row else [])
         for key, label in (("vs_numpy_vectorized", "vectorized"),
-                           ("vs_numpy_vectorized_shared", "vectorized-shared")):
+                           ("vs_numpy_vectorized_shared", "vectorized-shared"),
+                           ("vs_numpy_lean", "lean peer")):
             if key in row:
                 parts.append(f"{row[key]:.2f}x {label} (CPU {row[key + '_cpu']:.2f}x)")
         print(f"ratio {row['layout']:>13s} E={row['episodes']:6d}: " + ", ".join(parts))
@@ -239,7 +275,7 @@ def run_scenario(name: str, config: dict, jax_episodes, layouts, numpy_vec_episo
                 "num_candidates": cfg.num_candidates, "allow_idle": cfg.allow_idle,
                 "horizon": cfg.horizon, "policy": policy}
     return {"name": name, "config": full_cfg, "jax": rows_jax, "numpy": rows_np,
-            "ratios": ratios}
+            "numpy_lean": rows_lean, "ratios": ratios}
 
 
 def main(argv=None) -> int:
@@ -321,6 +357,7 @@ def main(argv=None) -> int:
         "jax": [r for r in main_s["jax"] if r.get("layout") == headline],
         "jax_layouts": main_s["jax"],
         "numpy": main_s["numpy"],
+        "numpy_lean": main_s["numpy_lean"],
         "ratios": main_s["ratios"],
         "scenarios": scenarios[1:],
         "isolated": isolate,

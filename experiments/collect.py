@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     online = p.add_argument_group("online learners (sac, dqn)")
     online.add_argument("--train-steps", type=positive_int, default=None,
-                        help="transitions of online training (default: max(--size, 256000), "
-                             "rounded up to whole chunks)")
+                        help="transitions of online training (default: max(--size, 128000) as "
+                             "in the main job, so the same spec makes the same dataset; rounded "
+                             "up to whole chunks)")
     online.add_argument("--source", choices=("stream", "policy"), default=None,
                         help="'stream': a slice of the transitions the training run produced; "
                              "'policy': rollouts of the finished policy (greedy, or with "
@@ -144,7 +145,7 @@ def _collect_online(args, cfg, params) -> Path:
     try:
         spec = pipeline.DatasetSpec(
             behaviour=args.behaviour, size=args.size, seed=args.seed,
-            train_steps=args.train_steps or max(args.size, 256_000),
+            train_steps=args.train_steps or 0,  # 0: the pipeline's default, as the main job
             source=args.source or "stream", stream_start=args.stream_start, epsilon=args.epsilon)
     except ValueError as e:
         raise common.CliError(str(e)) from None

@@ -163,7 +163,9 @@ def cli_main(build_parser, run, argv=None, interrupted: str = "interrupted") -> 
     further Ctrl-Cs are ignored, so the cleanup is not cut short. A parser with
     ``--no-compile-cache`` (:func:`add_compile_cache_argument`) gets JAX's persistent
     compilation cache unless the flag is given (:func:`enable_compile_cache`)."""
+    import _thread
     import signal
+    import threading
 
     try:
         args = build_parser().parse_args(argv)
@@ -173,12 +175,29 @@ def cli_main(build_parser, run, argv=None, interrupted: str = "interrupted") -> 
         enable_compile_cache()
     previous = None
 
+    caught = []   # the signals received
+
     def on_sigint(signum, frame):
+        caught.append(signum)
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # one interrupt: the cleanup runs whole
         raise KeyboardInterrupt
 
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info):
+        # A signal handler's exception raised while Python runs a finalizer (e.g. JAX's gc
+        # callback) is printed and dropped, and the run would go on to write its outputs:
+        # deliver the interrupt again, from a helper thread a moment later, when the main
+        # thread has left the finalizer (if it lands in one again, this repeats).
+        if caught and isinstance(info.exc_value, KeyboardInterrupt):
+            signal.signal(signal.SIGINT, on_sigint)
+            threading.Timer(0.05, _thread.interrupt_main, (signal.SIGINT,)).start()
+            return
+        previous_hook(info)
+
     try:
         previous = signal.signal(signal.SIGINT, on_sigint)
+        sys.unraisablehook = unraisable
     except ValueError:   # not the main thread: keep Python's default handler
         previous = None
     try:
@@ -192,6 +211,7 @@ def cli_main(build_parser, run, argv=None, interrupted: str = "interrupted") -> 
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+            sys.unraisablehook = previous_hook
     return 0
 
 

@@ -858,3 +858,6 @@ def rollout_jit(key, policy: Policy, params: EnvParams, cfg: EnvConfig, num_epis
     return _rollout_jit(key, as_pytree_policy(policy), params, cfg, num_episodes,
                         return_trajectory=return_trajectory, episode_block=episode_block,
                         layout=layout)
+
+
+rollout_jit.jitted = _rollout_jit  # the jitted function itself (its compilation cache)

@@ -141,7 +141,8 @@ class Trainer(NamedTuple):
         [S, E, K] float32 Mbit/s, mean episode return [S] float32)``: the raw per-UE average
         rates and the mean return of each seed's greedy policy (``E = num_episodes`` episodes per seed).
       train: ``train(key, dataset, callback=None, eval_keys=None, checkpoint_dir=None,
-        checkpoint_every_chunks=1, checkpoint_keep=3) -> TrainResult``.
+        checkpoint_every_chunks=1, checkpoint_keep=3, progress=False, progress_desc=...,
+        on_state=None) -> TrainResult``.
       learner: the learner (``init``, ``update``, ``policy``, ...).
       env_cfg, env_params, learner_cfg, train_cfg: the configurations.
     """
@@ -250,7 +251,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
     def train_(key, dataset, callback: Optional[Callable[[int, Dict[str, float]], None]] = None,
                eval_keys=None, checkpoint_dir=None, checkpoint_every_chunks: int = 1,
                checkpoint_keep: int = 3, progress: bool = False,
-               progress_desc: str = "training") -> TrainResult:
+               progress_desc: str = "training",
+               on_state: Optional[Callable[[int, "TrainState"], None]] = None) -> TrainResult:
         """Run ``train_cfg.num_chunks`` chunks from ``key`` on ``dataset``.
 
         Args:
@@ -271,6 +273,12 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
           checkpoint_keep: how many of the most recent checkpoints to keep (>= 1).
           progress: show a tqdm progress bar over the chunks (losses, Q-values, eval score).
           progress_desc: the bar's label.
+          on_state: optional ``on_state(updates_done, state)`` after every chunk (after
+            ``callback``), with the :class:`TrainState` of all seeds: the one way to evaluate a
+            learner at intermediate budgets, e.g. on the test episodes with
+            ``trainer.evaluate_rates(state.learner, test_keys, num_episodes)`` (the learners'
+            policies are :func:`jaxrrm.env.policy_with_params` pytrees: one compilation serves
+            every budget).
 
         Raises:
           NonFiniteLossError: a loss became non-finite; ``err.state`` is the last good state
@@ -390,6 +398,8 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
                 bar.set_postfix_str(_postfix(report), refresh=False)
                 if callback is not None:
                     callback(c, report)
+                if on_state is not None:
+                    on_state(done, state)
         finally:
             bar.close()
         return TrainResult(state=state, history=history(), final=final)
@@ -499,9 +509,10 @@ def seed_state(state: TrainState, seed: int) -> TrainState:
 def train(key, dataset, env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerConfig,
           train_cfg: TrainConfig, callback=None, eval_keys=None, checkpoint_dir=None,
           checkpoint_every_chunks: int = 1, checkpoint_keep: int = 3,
-          progress: bool = False, progress_desc: str = "training") -> TrainResult:
+          progress: bool = False, progress_desc: str = "training",
+          on_state=None) -> TrainResult:
     """``make_train(env_cfg, env_params, learner_cfg, train_cfg).train(key, dataset, ...)``."""
     return make_train(env_cfg, env_params, learner_cfg, train_cfg).train(
         key, dataset, callback=callback, eval_keys=eval_keys, checkpoint_dir=checkpoint_dir,
         checkpoint_every_chunks=checkpoint_every_chunks, checkpoint_keep=checkpoint_keep,
-        progress=progress, progress_desc=progress_desc)
+        progress=progress, progress_desc=progress_desc, on_state=on_state)

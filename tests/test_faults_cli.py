@@ -397,3 +397,29 @@ def test_persistent_compilation_cache(tmp_path):
     a, b, c = (data.load(tmp_path / n)[0] for n in "abc")
     np.testing.assert_array_equal(a.reward, b.reward)
     np.testing.assert_array_equal(b.reward, c.reward)
+
+
+def test_ctrl_c_inside_a_finalizer_still_interrupts(tmp_path, capsys):
+    # A Ctrl-C that lands while Python runs a finalizer (JAX's gc callback, say) raises its
+    # KeyboardInterrupt there, where Python prints and drops it; the run must still stop
+    # (exit 130, nothing written) instead of going on to write its outputs.
+    import argparse
+
+    marker = tmp_path / "written"
+
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, inside the finalizer
+
+    def run(args):
+        f = Finalized()
+        del f
+        for _ in range(1000):  # the next instructions of the main thread
+            time.sleep(0.001)
+        marker.write_text("the run went on after the interrupt")
+
+    hook, handler = sys.unraisablehook, signal.getsignal(signal.SIGINT)
+    rc = common.cli_main(lambda: argparse.ArgumentParser(), run, [], interrupted="stopped")
+    assert rc == 130 and not marker.exists()
+    assert "stopped" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is handler and sys.unraisablehook is hook

@@ -254,11 +254,36 @@ class TestContracts:
     def test_rollout_does_not_recompile_over_keys_and_params(self, small_cfg):
         pol = baselines.make("full_reuse", small_cfg)
         _rollout(jax.random.key(0), pol, EnvParams.create(small_cfg), small_cfg)
-        n = env.rollout_jit._cache_size()
+        n = env.rollout_jit.jitted._cache_size()
         for lam in (0.0, 0.5, 1.0):
             _rollout(jax.random.key(int(lam * 10)), pol,
                      EnvParams.create(small_cfg, pf_lambda=lam), small_cfg)
-        assert env.rollout_jit._cache_size() == n
+        assert env.rollout_jit.jitted._cache_size() == n
+
+    def test_policy_with_params_compiles_once_for_every_parameter_set(self, small_cfg):
+        # A policy as (apply_fn, params): new parameters are traced, not a new program.
+        params = EnvParams.create(small_cfg)
+
+        def apply_fn(w, key, obs, state, env_params):  # a linear scorer of the features
+            f = obs.agents[:, : 2 * small_cfg.num_candidates].reshape(
+                small_cfg.num_aps, small_cfg.num_candidates, 2)
+            return jnp.argmax(f @ w, axis=-1).astype(jnp.int32)
+
+        runs = []
+        for w in ([1.0, 1.0], [1.0, 0.0], [0.0, 1.0]):
+            pol = env.policy_with_params(apply_fn, jnp.asarray(w))
+            runs.append(env.rollout_jit(jax.random.key(0), pol, params, small_cfg, 4))
+            if len(runs) == 1:
+                n = env.rollout_jit.jitted._cache_size()
+        assert env.rollout_jit.jitted._cache_size() == n
+        # the parameters are used: the max-weight-only scorer differs from the others
+        assert not np.array_equal(runs[0].ue_rates_mbps, runs[2].ue_rates_mbps) or \
+            not np.array_equal(runs[1].ue_rates_mbps, runs[2].ue_rates_mbps)
+        # and the same parameters give what the plain closure gives
+        w = jnp.asarray([1.0, 1.0])
+        closure = lambda k, o, s, p: apply_fn(w, k, o, s, p)  # noqa: E731
+        ref = env.rollout_jit(jax.random.key(0), closure, params, small_cfg, 4)
+        np.testing.assert_array_equal(ref.ue_rates_mbps, runs[0].ue_rates_mbps)
 
     def test_jit_equals_eager(self, small_cfg, small_params, jit_reset, jit_step):
         key = jax.random.key(21)

@@ -193,3 +193,30 @@ def test_ctde_cql_beats_random(params, dataset):
     learned = res.final["score"]
     # seed by seed on the same held-out episodes: a clear margin (typically ~+40%)
     assert np.all(learned > 1.15 * random_score), (learned, random_score)
+
+
+def test_on_state_gives_test_metrics_at_every_budget(params, dataset):
+    # The one way to evaluate at intermediate budgets: on_state hands over the state after
+    # every chunk; the test-episode evaluation compiles once for all budgets (the learner's
+    # policy is a policy_with_params pytree) and the last budget's numbers are those of the
+    # final state.
+    from jaxrrm import evaluate
+
+    tr = train.make_train(CFG, params, LC, TC)
+    test_keys = evaluate.seed_keys(123, 2)
+    scores, states = {}, {}
+
+    def at(updates, state):
+        rates, _ = tr.evaluate_rates(state.learner, test_keys, 3)
+        scores[updates] = evaluate.seed_metrics(np.asarray(rates), params.score_mu)["score"]
+        states[updates] = state
+
+    res = tr.train(jax.random.key(1), dataset, on_state=at)
+    assert sorted(scores) == [10, 20, 30]
+    assert all(v.shape == (2,) and np.all(np.isfinite(v)) for v in scores.values())
+    last_rates, _ = tr.evaluate_rates(res.state.learner, test_keys, 3)
+    np.testing.assert_array_equal(
+        evaluate.seed_metrics(np.asarray(last_rates), params.score_mu)["score"], scores[30])
+    # the budgets differ: the parameters did change between them
+    assert not np.array_equal(np.asarray(jax.tree.leaves(states[10].learner.params)[0]),
+                              np.asarray(jax.tree.leaves(states[30].learner.params)[0]))

@@ -33,8 +33,9 @@ from .mixtures import concatenate, mixture, mixture_counts
 from .sampling import as_numpy, sample, to_device, to_numpy
 from .storage import (META_FILE, META_SHA_KEY, MMAP_MIN_BYTES, SCHEMA_VERSION, DatasetExistsError,
                       array_sha256, config_from_json, config_from_meta, config_to_json,
-                      fingerprint, is_dataset_dir, load, meta_sha256, params_from_json,
-                      params_from_meta, params_to_json, read_meta, save)
+                      fingerprint, is_dataset_dir, load, load_dataset, LoadedDataset,
+                      meta_sha256, params_from_json, params_from_meta, params_to_json, read_meta,
+                      save)
 from .transitions import (CHECK_CHUNK_ROWS, FIELDS, TRAJ_KEYS, DatasetError, Transitions,
                           check_content, check_shapes, episode_order, field_specs,
                           flatten_stream, from_rollout, from_step, slice_stream)
@@ -47,7 +48,7 @@ __all__ = [
     "check_shapes", "collect", "collect_policy", "collection", "concatenate", "config_from_json",
     "config_from_meta", "config_to_json", "episode_order", "epsilon_greedy", "field_specs",
     "fingerprint", "flatten_stream", "from_rollout", "from_step", "is_dataset_dir", "load",
-    "make_meta", "meta_sha256", "mixture", "mixture_counts", "mixtures", "params_from_json",
+    "load_dataset", "LoadedDataset", "make_meta", "meta_sha256", "mixture", "mixture_counts", "mixtures", "params_from_json",
     "params_from_meta", "params_to_json", "random_valid_actions", "read_meta", "rollout_chunk",
     "sample", "sampling", "save", "sharded_rollout_chunk", "slice_stream", "storage",
     "to_device", "to_numpy", "transitions", "uniform_policy",

@@ -28,7 +28,8 @@ from .transitions import FIELDS, TRAJ_KEYS, Transitions, field_specs, from_rollo
 #: Behaviour names :func:`behaviour_policy` and :func:`collect` know (the online learners'
 #: behaviours, ``sac`` and ``dqn``, make datasets with
 #: :func:`~jaxrrm.data.transitions.slice_stream` instead).
-BEHAVIOURS = ("random_walk", "random", "full_reuse", "tdm", "max_sinr", "exhaustive")
+BEHAVIOURS = ("random_walk", "random", "full_reuse", "tdm", "max_sinr", "reward_greedy",
+              "exhaustive")
 
 
 def random_valid_actions(key, action_mask) -> jax.Array:

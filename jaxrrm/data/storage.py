@@ -28,7 +28,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import numpy as np
@@ -513,6 +513,28 @@ def read_meta(path) -> Dict[str, Any]:
     if not isinstance(meta, dict):
         raise DatasetError(f"{mpath}: not a JSON object")
     return meta
+
+
+class LoadedDataset(NamedTuple):
+    """What :func:`load_dataset` returns: the transitions, the metadata and the environment
+    they were made in (so that a caller needs nothing else to train or evaluate on them)."""
+
+    transitions: Transitions
+    meta: Dict[str, Any]
+    cfg: EnvConfig
+    params: EnvParams
+
+
+def load_dataset(path, expected_cfg: Optional[EnvConfig] = None, verify: bool = True,
+                 mmap: bool = True) -> LoadedDataset:
+    """:func:`load` with the environment's :class:`EnvConfig` and :class:`EnvParams` rebuilt
+    from the checked metadata (:func:`config_from_meta`, :func:`params_from_meta`).
+
+    ``transitions, meta, cfg, params = data.load_dataset(path)``; arguments and errors as
+    :func:`load`.
+    """
+    transitions, meta = load(path, expected_cfg=expected_cfg, verify=verify, mmap=mmap)
+    return LoadedDataset(transitions, meta, config_from_meta(meta), params_from_meta(meta))
 
 
 def load(path, expected_cfg: Optional[EnvConfig] = None, verify: bool = True,
