@@ -34,8 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.common import positive_float, positive_int
-from benchmarks.common import check_out, write_json
+from experiments.cli import positive_float, positive_int
+from benchmarks.harness import check_out, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def run_worker(args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.common import time_calls
+    from benchmarks.harness import time_calls
     from benchmarks.train_throughput import synthetic_dataset
     from jaxrrm import EnvConfig, EnvParams, baselines, data, distributed as dist, evaluate, train
     from jaxrrm.algos import cql
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
-    from experiments.common import machine_info
+    from experiments.cli import machine_info
 
     if args.platform == "cpu":
         counts = args.devices or [1, 2, 4]

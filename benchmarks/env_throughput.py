@@ -39,11 +39,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import load_avg as _load
-from benchmarks.common import peak_rss_mib as _peak_rss_mib
-from benchmarks.common import time_calls as _time_calls
-from experiments.common import positive_float, positive_int
-from benchmarks.common import check_out, write_json
+from benchmarks.harness import load_avg as _load
+from benchmarks.harness import peak_rss_mib as _peak_rss_mib
+from benchmarks.harness import time_calls as _time_calls
+from experiments.cli import positive_float, positive_int
+from benchmarks.harness import check_out, write_json
 
 SCHEMA_VERSION = 2
 LAYOUTS = ("episodes_last", "vmap")
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from experiments.common import machine_info
+    from experiments.cli import machine_info
 
     kw = {k: v for k, v in dict(num_aps=args.num_aps, num_ues=args.num_ues,
                                 horizon=args.horizon).items() if v is not None}

@@ -30,8 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.common import positive_float
-from benchmarks.common import check_out, write_json
+from experiments.cli import positive_float
+from benchmarks.harness import check_out, write_json
 
 SCHEMA_VERSION = 1
 
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from experiments.common import machine_info
+    from experiments.cli import machine_info
 
     t_start = time.perf_counter()
     sizes = DRY if args.dry_run else FULL

@@ -387,7 +387,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="directory of JSON results")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = p.parse_args(argv)
-    from benchmarks.common import check_out
+    from benchmarks.harness import check_out
 
     check_out(args.out, marker=HEADER.splitlines()[0])
     out = args.out

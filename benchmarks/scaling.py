@@ -32,11 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.common import positive_float, positive_int
-from benchmarks.common import check_out
-from benchmarks.common import RESULTS_DIR, peak_rss_mib, write_json
-from benchmarks.common import time_calls as _time_calls
-from benchmarks.common import load_avg as _load
+from experiments.cli import positive_float, positive_int
+from benchmarks.harness import check_out
+from benchmarks.harness import RESULTS_DIR, peak_rss_mib, write_json
+from benchmarks.harness import time_calls as _time_calls
+from benchmarks.harness import load_avg as _load
 from benchmarks.train_throughput import synthetic_dataset
 
 DEFAULT_AXES = {
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from experiments.common import machine_info
+    from experiments.cli import machine_info
     from jaxrrm import EnvConfig
     from jaxrrm.algos import cql
     from jaxrrm.algos.common import NetConfig

@@ -43,9 +43,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.common import positive_float, positive_int
-from benchmarks.common import check_out, write_json
-from benchmarks.common import load_avg as _load
+from experiments.cli import positive_float, positive_int
+from benchmarks.harness import check_out, write_json
+from benchmarks.harness import load_avg as _load
 
 PARADIGMS = ("centralized", "independent", "ctde")
 
@@ -350,7 +350,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from experiments.common import machine_info
+    from experiments.cli import machine_info
     from jaxrrm import EnvConfig, EnvParams, data
     from jaxrrm.algos import cql
     from jaxrrm.algos.common import NetConfig

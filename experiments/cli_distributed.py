@@ -11,17 +11,17 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from experiments import common
+from experiments import cli
 
 
 def devices_arg(text: str):
     """An argparse type: ``"all"`` or an integer ``>= 1`` (a number of devices)."""
-    return "all" if text == "all" else common.int_at_least(text, 1, "a positive integer or 'all'")
+    return "all" if text == "all" else cli.int_at_least(text, 1, "a positive integer or 'all'")
 
 
 def nonneg_int(text: str) -> int:
     """An argparse type: an integer ``>= 0``."""
-    return common.int_at_least(text, 0, "an integer >= 0")
+    return cli.int_at_least(text, 0, "an integer >= 0")
 
 
 def process_count_arg(text: str) -> int:

@@ -31,7 +31,7 @@ def _behaviours():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.common import add_env_argument, number_in, positive_int, seed_int
+    from experiments.cli import add_env_argument, number_in, positive_int, seed_int
     from jaxrrm.config import MAX_SEED
 
     names = _behaviours()
@@ -69,19 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="episodes per evaluation seed (4 seeds; default 64)")
     add_env_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from experiments.common import add_compile_cache_argument
+    from experiments.cli import add_compile_cache_argument
 
     add_compile_cache_argument(p)
     return p
 
 
 def run(args) -> Path:
-    from experiments import common
+    from experiments import cli
     from jaxrrm import data
 
     names = _behaviours()
     if args.behaviour not in names:
-        raise common.CliError(f"unknown behaviour {args.behaviour!r}: allowed are "
+        raise cli.CliError(f"unknown behaviour {args.behaviour!r}: allowed are "
                               f"{', '.join(names)}")
     online_flags = {"--train-steps": args.train_steps, "--source": args.source,
                     "--stream-start": args.stream_start, "--eval-every": args.eval_every,
@@ -90,25 +90,25 @@ def run(args) -> Path:
     if not online:
         given = [k for k, v in online_flags.items() if v is not None]
         if given:
-            raise common.CliError(f"{', '.join(given)}: only for the online learners "
+            raise cli.CliError(f"{', '.join(given)}: only for the online learners "
                                   f"({', '.join(n for n in names if n not in data.BEHAVIOURS)}),"
                                   f" not for --behaviour {args.behaviour}")
     else:
         if args.source == "policy" and args.stream_start is not None:
-            raise common.CliError("--stream-start picks a slice of the training stream: not "
+            raise cli.CliError("--stream-start picks a slice of the training stream: not "
                                   "with --source policy")
         if args.source != "policy" and args.epsilon is not None:
-            raise common.CliError("--epsilon explores while rolling out the finished policy: "
+            raise cli.CliError("--epsilon explores while rolling out the finished policy: "
                                   "only with --source policy (the stream is the training run's "
                                   "own transitions)")
     args.epsilon = 0.0 if args.epsilon is None else args.epsilon
-    common.check_output_path(args.out, args.overwrite, is_ours=data.is_dataset_dir,
+    cli.check_output_path(args.out, args.overwrite, is_ours=data.is_dataset_dir,
                              what="a dataset directory written by jaxrrm")
-    cfg, params = common.make_env(args.env)
+    cfg, params = cli.make_env(args.env)
     if online:
         return _collect_online(args, cfg, params)
 
-    bar = common.progress(None, f"collecting {args.behaviour}", total=args.size,
+    bar = cli.progress(None, f"collecting {args.behaviour}", total=args.size,
                           enabled=not args.no_progress)
     t0 = time.perf_counter()
     done = [0]
@@ -127,7 +127,7 @@ def run(args) -> Path:
     try:
         data.save(args.out, dataset, meta, overwrite=args.overwrite)
     except data.DatasetExistsError as e:
-        raise common.CliError(str(e)) from None
+        raise cli.CliError(str(e)) from None
     mean_r = float(dataset.reward.mean())
     print(f"{args.size} transitions of {args.behaviour} (epsilon {args.epsilon}) in {seconds:.1f} s,"
           f" mean reward {mean_r:.3f}; written to {args.out}")
@@ -139,7 +139,7 @@ def _collect_online(args, cfg, params) -> Path:
     out the finished policy (:func:`jaxrrm.pipeline.build_dataset`)."""
     import numpy as np
 
-    from experiments import common
+    from experiments import cli
     from jaxrrm import data, pipeline
 
     try:
@@ -148,8 +148,8 @@ def _collect_online(args, cfg, params) -> Path:
             train_steps=args.train_steps or 0,  # 0: the pipeline's default, as the main job
             source=args.source or "stream", stream_start=args.stream_start, epsilon=args.epsilon)
     except ValueError as e:
-        raise common.CliError(str(e)) from None
-    bar = common.progress(None, f"training {args.behaviour}", total=None,
+        raise cli.CliError(str(e)) from None
+    bar = cli.progress(None, f"training {args.behaviour}", total=None,
                           enabled=not args.no_progress)
 
     def progress(done, total, post):
@@ -164,7 +164,7 @@ def _collect_online(args, cfg, params) -> Path:
                                                   eval_every=args.eval_every or 10,
                                                   eval_episodes=args.eval_episodes or 64)
     except ValueError as e:
-        raise common.CliError(f"{e} (--size {args.size}: raise --train-steps or use --source "
+        raise cli.CliError(f"{e} (--size {args.size}: raise --train-steps or use --source "
                               "policy)") from None
     finally:
         bar.close()
@@ -172,7 +172,7 @@ def _collect_online(args, cfg, params) -> Path:
     try:
         data.save(args.out, dataset, meta, overwrite=args.overwrite)
     except data.DatasetExistsError as e:
-        raise common.CliError(str(e)) from None
+        raise cli.CliError(str(e)) from None
     bcfg = meta["behaviour_config"]
     final = bcfg["learning_curve"][-1]
     print(f"{args.behaviour}: {bcfg['train_transitions']} training transitions in "
@@ -186,12 +186,12 @@ def _collect_online(args, cfg, params) -> Path:
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: no dataset was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

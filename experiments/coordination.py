@@ -59,7 +59,7 @@ AREAS = {"default": (500.0, 80.0), "paper": (500.0, 80.0), "quick": (500.0, 80.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.common import number_in, positive_int
+    from experiments.cli import number_in, positive_int
     from experiments.runner import STUDY_SEEDS, add_study_arguments
 
     p = argparse.ArgumentParser(
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def variants_of(args, run_):
     """The study's variants: per area, observation kind and ε of ``--epsilons``, the oracle's
     data with the learners that train on it (see the module docstring)."""
-    from experiments import common, runner
+    from experiments import cli, runner
     from jaxrrm.config import check_feasible
 
     areas = args.areas or AREAS[run_.preset]
@@ -109,7 +109,7 @@ def variants_of(args, run_):
             params = run_.params.replace(area_side_m=area)
             check_feasible(params, run_.cfg)
         except ValueError as e:
-            raise common.CliError(f"--areas {area:g}: {e}") from None
+            raise cli.CliError(f"--areas {area:g}: {e}") from None
         for obs in args.observations:
             cfg = run_.cfg.replace(**OBSERVATIONS[obs])
             for eps in args.epsilons:
@@ -124,7 +124,7 @@ def variants_of(args, run_):
                     spec = run_.spec.replace(behaviour="exhaustive", size=size, train_steps=0,
                                              epsilon=eps)
                 except ValueError as e:
-                    raise common.CliError(f"{obs}: {e}") from None
+                    raise cli.CliError(f"{obs}: {e}") from None
                 tag = "oracle data" if eps == 0 else f"oracle data eps={eps:g}"
                 out.append(runner.Variant(label=f"{area:g} m / {obs} / {tag}",
                                           value=f"{area:g} m / {obs}" + (
@@ -202,7 +202,7 @@ def run(args):
     run_ = runner.resolve(args, "coordination")  # first: it may set XLA flags for --quick
     variants = variants_of(args, run_)
     if not variants:
-        from experiments.common import CliError
+        from experiments.cli import CliError
 
         raise CliError("nothing to run: the learners and observations select no variant")
     baselines = list(dict.fromkeys(list(args.baselines) + ["reward_greedy", "exhaustive"]))
@@ -221,12 +221,12 @@ def run(args):
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

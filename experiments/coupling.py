@@ -72,12 +72,12 @@ def _finite(text: str) -> float:
 
 
 def run(args):
-    from experiments import common, runner
+    from experiments import cli, runner
     from jaxrrm.config import check_feasible
 
     run_ = runner.resolve(args, "coupling")  # first: it may set XLA flags for --quick
     if not {"ctde", "centralized"} <= set(args.learners):
-        raise common.CliError("--learners must include ctde and centralized (the study "
+        raise cli.CliError("--learners must include ctde and centralized (the study "
                               "compares them)")
     defaults, axis = PARAMETERS[args.parameter]
     values = runner.sweep_values(args, "--values", defaults)
@@ -87,7 +87,7 @@ def run(args):
             params = run_.params.replace(**{args.parameter: v})
             check_feasible(params, run_.cfg)
         except ValueError as e:
-            raise common.CliError(f"--values {v:g}: {e}") from None
+            raise cli.CliError(f"--values {v:g}: {e}") from None
         variants.append(runner.Variant(label=f"{args.parameter}={v:g}", value=v, cfg=run_.cfg,
                                        params=params))
     ctde, central = runner.LEARNERS["ctde"], runner.LEARNERS["centralized"]
@@ -107,7 +107,7 @@ def run(args):
                              "falls_behind_at": behind}}
 
     def plot(out, summary, rows, title):
-        common.plot_sweep(out.file("coupling.png"), rows, axis, "relative_score",
+        cli.plot_sweep(out.file("coupling.png"), rows, axis, "relative_score",
                           categorical=True, title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
@@ -125,12 +125,12 @@ def run(args):
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

@@ -23,7 +23,7 @@ ALPHAS = {"default": (0.0, 0.1, 0.5, 1.0, 2.0, 5.0), "paper": (0.0, 0.1, 0.5, 1.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.common import number_in
+    from experiments.cli import number_in
     from experiments.runner import MAX_CQL_ALPHA, STUDY_SEEDS, add_study_arguments
 
     p = argparse.ArgumentParser(
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args):
-    from experiments import common, runner
+    from experiments import cli, runner
 
     run_ = runner.resolve(args, "cql_alpha")  # first: it may set XLA flags for --quick
     alphas = runner.sweep_values(args, "--alphas", ALPHAS)
@@ -70,14 +70,14 @@ def run(args):
 
     def plot(out, summary, rows, title):
         refs = {n: summary[n] for n in summary if " / " not in n}
-        common.plot_sweep(out.file("cql_alpha.png"), rows, "CQL weight α", "score", refs,
+        cli.plot_sweep(out.file("cql_alpha.png"), rows, "CQL weight α", "score", refs,
                           xscale="symlog", title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
                                    baselines=args.baselines, sweep_key="sweep",
                                    value_name="cql_alpha", plot=plot, analyse=analyse)
     for method, e in extra["alpha"].items():
-        line = f"{method}: best α = {e['best_alpha']:g} ({common.fmt_ci(e['best_score'])})"
+        line = f"{method}: best α = {e['best_alpha']:g} ({cli.fmt_ci(e['best_score'])})"
         if "alpha0_minus_best" in e:
             d = e["alpha0_minus_best"]
             line += (f"; α = 0 minus best: {d['mean']:.2f} ± {d['ci95']:.2f} Mbit/s "
@@ -87,12 +87,12 @@ def run(args):
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

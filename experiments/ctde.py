@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> Path:
-    from experiments import common, runner
+    from experiments import cli, runner
 
     run_ = runner.resolve(args, "ctde")  # first: it may set XLA flags for --quick
 
@@ -61,7 +61,7 @@ def run(args) -> Path:
 
     names = list(dict.fromkeys(["tdm"] + list(args.baselines)))
     learner_cfgs = {runner.LEARNERS[n]: run_.learner_config(n) for n in args.learners}
-    out = common.OutputDir(args.out or common.default_out_dir("ctde"), overwrite=args.overwrite)
+    out = cli.OutputDir(args.out or cli.default_out_dir("ctde"), overwrite=args.overwrite)
     try:
         test_keys = evaluate.seed_keys(args.seed, run_.seeds)
         results = runner.evaluate_fixed(run_, names, test_keys)
@@ -90,12 +90,12 @@ def run(args) -> Path:
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

@@ -67,7 +67,7 @@ def ranking_test(per_seed, labels) -> dict:
 
 
 def run(args):
-    from experiments import common, runner
+    from experiments import cli, runner
 
     run_ = runner.resolve(args, "dataset_quality")  # first: it may set XLA flags for --quick
     behaviours = runner.sweep_values(args, "--behaviours", BEHAVIOURS)
@@ -89,7 +89,7 @@ def run(args):
 
     def plot(out, summary, rows, title):
         refs = {n: summary[n] for n in summary if " / " not in n}
-        common.plot_sweep(out.file("dataset_quality.png"), rows, "behaviour policy of the dataset",
+        cli.plot_sweep(out.file("dataset_quality.png"), rows, "behaviour policy of the dataset",
                           "score", refs, categorical=True, title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
@@ -107,12 +107,12 @@ def run(args):
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

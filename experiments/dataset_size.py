@@ -29,7 +29,7 @@ SIZES = {"default": (10_000, 20_000, 40_000, 80_000, 160_000),
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.common import positive_int
+    from experiments.cli import positive_int
     from experiments.runner import STUDY_SEEDS, add_study_arguments
 
     p = argparse.ArgumentParser(
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args):
-    from experiments import common, runner
+    from experiments import cli, runner
     from jaxrrm import pipeline
 
     run_ = runner.resolve(args, "dataset_size")  # first: it may set XLA flags for --quick
@@ -88,7 +88,7 @@ def run(args):
 
     def plot(out, summary, rows, title):
         refs = {n: summary[n] for n in summary if " / " not in n}
-        common.plot_sweep(out.file("dataset_size.png"), rows, "dataset size [transitions]",
+        cli.plot_sweep(out.file("dataset_size.png"), rows, "dataset size [transitions]",
                           "score", refs, xscale="log", title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
@@ -101,12 +101,12 @@ def run(args):
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

@@ -30,7 +30,7 @@ SPEEDS = {"default": (1.0, 10.0, 30.0), "paper": (1.0, 3.0, 10.0, 30.0), "quick"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.common import number_in
+    from experiments.cli import number_in
     from experiments.runner import STUDY_SEEDS, add_study_arguments
 
     p = argparse.ArgumentParser(
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args):
-    from experiments import common, runner
+    from experiments import cli, runner
     from jaxrrm.config import check_feasible
 
     run_ = runner.resolve(args, "dynamic_users")  # first: it may set XLA flags for --quick
@@ -62,7 +62,7 @@ def run(args):
     from jaxrrm import evaluate, pipeline
 
     if run_.cfg.mobility:
-        raise common.CliError("--env mobility=true: the training environment of this study is "
+        raise cli.CliError("--env mobility=true: the training environment of this study is "
                               "static; mobility is turned on in its test environments")
     speeds = runner.sweep_values(args, "--speeds", SPEEDS)
     envs = {"static": (run_.cfg, run_.params, None)}
@@ -73,12 +73,12 @@ def run(args):
             check_feasible(mobile_params, mobile_cfg)
             envs[f"mobile {v:g} m/s"] = (mobile_cfg, mobile_params, v)
         except ValueError as e:
-            raise common.CliError(f"--speeds {v:g}: {e}") from None
+            raise cli.CliError(f"--speeds {v:g}: {e}") from None
     test_envs = {name: (c, p) for name, (c, p, _) in envs.items()}
     names = list(dict.fromkeys(["tdm"] + list(args.baselines)))
     learner_cfgs = {runner.LEARNERS[n]: run_.learner_config(n) for n in args.learners}
 
-    out = common.OutputDir(args.out or common.default_out_dir("dynamic_users"),
+    out = cli.OutputDir(args.out or cli.default_out_dir("dynamic_users"),
                            overwrite=args.overwrite)
     try:
         test_keys = evaluate.seed_keys(args.seed, run_.seeds)
@@ -127,7 +127,7 @@ def run(args):
                                                      "test_envs": list(envs)}})
         if not args.no_plots:
             cfg = run_.cfg
-            common.plot_sweep(out.file("dynamic_users.png"), rows,
+            cli.plot_sweep(out.file("dynamic_users.png"), rows,
                               "test environment (trained on the static one)", "relative_score",
                               categorical=True,
                               title=f"{cfg.num_aps} APs, {cfg.num_ues} UEs, {run_.seeds} seeds "
@@ -152,12 +152,12 @@ def run(args):
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

@@ -32,7 +32,7 @@ LAMBDA_FREE = ("tdm", "random", "full_reuse", "max_sinr")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.common import number_in
+    from experiments.cli import number_in
     from experiments.runner import STUDY_SEEDS, add_study_arguments
 
     p = argparse.ArgumentParser(
@@ -78,7 +78,7 @@ def trade_off(per_seed, labels) -> dict:
 
 
 def run(args):
-    from experiments import common, runner
+    from experiments import cli, runner
 
     run_ = runner.resolve(args, "lambda_sweep")  # first: it may set XLA flags for --quick
     lambdas = sorted(runner.sweep_values(args, "--lambdas", LAMBDAS))  # trade_off: increasing λ
@@ -108,8 +108,8 @@ def run(args):
         refs = {r["method"]: summary[r["label"]] for r in rows
                 if r["kind"] == "baseline" and r["method"] in LAMBDA_FREE
                 and r["variant"] == first}
-        common.plot_frontier(out.file("lambda_frontier.png"), dependent, refs, title=title)
-        common.plot_sweep(out.file("lambda_score.png"), dependent, "PF exponent λ", "score",
+        cli.plot_frontier(out.file("lambda_frontier.png"), dependent, refs, title=title)
+        cli.plot_sweep(out.file("lambda_score.png"), dependent, "PF exponent λ", "score",
                           refs, title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
@@ -128,12 +128,12 @@ def run(args):
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

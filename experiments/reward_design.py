@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args):
-    from experiments import common, runner
+    from experiments import cli, runner
 
     run_ = runner.resolve(args, "reward_design")  # first: it may set XLA flags for --quick
 
@@ -69,21 +69,21 @@ def run(args):
     names = list(dict.fromkeys(["tdm"] + list(args.baselines)))
     learner_cfgs = {runner.LEARNERS[n]: run_.learner_config(n) for n in args.learners}
 
-    out = common.OutputDir(args.out or common.default_out_dir("reward_design"),
+    out = cli.OutputDir(args.out or cli.default_out_dir("reward_design"),
                            overwrite=args.overwrite)
     try:
         test_keys = evaluate.seed_keys(args.seed, run_.seeds)
         train_key = jax.random.fold_in(jax.random.key(args.seed), 0x0FF1)
         # evals[policy label][test reward] -> MethodResult; trained_on[label] -> reward or None
         evals, trained_on = {}, {}
-        bar = common.progress(baseline_policies(names, rewards), "baselines",
+        bar = cli.progress(baseline_policies(names, rewards), "baselines",
                               enabled=run_.progress)
         for label, b, r in bar:
             bar.set_postfix_str(label)
             try:
                 pol = baselines_lib.make(b, env[r or "pf"][0])
             except ValueError as e:
-                raise common.CliError(str(e)) from None
+                raise cli.CliError(str(e)) from None
             evals[label] = {e: pipeline.evaluate_policy(pol, test_keys, c, p, run_.episodes,
                                                             mesh=run_.mesh)
                             for e, (c, p) in env.items()}
@@ -117,7 +117,7 @@ def run(args):
                                                      "values": rewards}})
         if not args.no_plots:
             cfg = run_.cfg
-            common.plot_side_by_side(
+            cli.plot_side_by_side(
                 out.file("reward_design.png"),
                 {r["method"]: {"return_pf": r["return_pf"],
                                "return_log_utility": r["return_log_utility"],
@@ -183,7 +183,7 @@ def _analyse(evals, summary, trained_on, learner_cfgs, baselines, rewards) -> di
 
 
 def _print(section) -> None:
-    from experiments.common import fmt_ci
+    from experiments.cli import fmt_ci
 
     print()
     header = ["policy", "trained on", "score [Mbit/s]", "5%-rate", "PF return",
@@ -205,12 +205,12 @@ def _print(section) -> None:
 
 
 def main(argv=None) -> int:
-    from experiments.common import cli_main
+    from experiments.cli import cli_main
 
     return cli_main(build_parser, run, argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
-    from experiments.common import exit_process
+    from experiments.cli import exit_process
 
     exit_process(main())

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from experiments import common
+from experiments import cli
 
 #: Learner names of the command line -> the paper's names (also the keys of summary.json).
 LEARNERS = {"ctde": "CTDE-MARL-CQL", "independent": "I-MARL-CQL",
@@ -86,7 +86,7 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     ``omit`` leaves out flags of :data:`OMITTABLE` (their defaults are set instead: the learners
     then default to ``learners``); ``learner_choices`` restricts ``--learners``; ``seeds`` is
     the default of ``--seeds``."""
-    from experiments.common import add_env_argument, number_in, positive_int, seed_int
+    from experiments.cli import add_env_argument, number_in, positive_int, seed_int
     from jaxrrm import pipeline
     from jaxrrm.config import MAX_SEED
 
@@ -160,7 +160,7 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    common.add_compile_cache_argument(p)
+    cli.add_compile_cache_argument(p)
 
 
 def _hidden(text: str) -> tuple:
@@ -225,7 +225,7 @@ class Run:
                 behaviour=behaviour, size=size,
                 train_steps=max(self.behaviour_train_steps, size) if online else 0)
         except ValueError as e:
-            raise common.CliError(f"invalid dataset setting: {e}") from None
+            raise cli.CliError(f"invalid dataset setting: {e}") from None
 
     def train_config(self, updates: Optional[int] = None):
         from jaxrrm import train
@@ -259,7 +259,7 @@ class Run:
             overrides.setdefault("gamma", self.gamma)
             return cql.CQLConfig(paradigm=name, critic_net=net, actor_net=net, **overrides)
         except ValueError as e:
-            raise common.CliError(f"invalid learner setting: {e}") from None
+            raise cli.CliError(f"invalid learner setting: {e}") from None
 
     def to_json(self) -> dict:
         from jaxrrm import data
@@ -291,7 +291,7 @@ def resolve(args, name: str, **env_defaults) -> Run:
     from jaxrrm.config import MAX_SEED
 
     if args.quick and args.preset != "default":
-        raise common.CliError(f"--quick and --preset {args.preset} exclude each other: --quick "
+        raise cli.CliError(f"--quick and --preset {args.preset} exclude each other: --quick "
                               "is its own preset")
     fast_compile_for_quick(args)
     from experiments import cli_distributed
@@ -300,37 +300,37 @@ def resolve(args, name: str, **env_defaults) -> Run:
     try:
         mesh = cli_distributed.setup(args)
     except ValueError as e:
-        raise common.CliError(f"devices: {e}") from None
+        raise cli.CliError(f"devices: {e}") from None
 
     preset = PRESETS["quick" if args.quick else args.preset]
     seeds = args.seeds or preset.seeds or args.default_seeds
     if args.seed + seeds - 1 > MAX_SEED:
-        raise common.CliError(f"--seed {args.seed} with --seeds {seeds}: the run's seeds "
+        raise cli.CliError(f"--seed {args.seed} with --seeds {seeds}: the run's seeds "
                               f"--seed .. --seed + --seeds - 1 must stay <= {MAX_SEED}")
     given = {k: getattr(args, k, None) for k in CQL_DEFAULTS}
     learners = getattr(args, "learners", None) or []
     if learners and not any(n in CQL_LEARNERS for n in learners):
         extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
         if extra:
-            raise common.CliError(f"{', '.join(extra)}: only for the CQL learners "
+            raise cli.CliError(f"{', '.join(extra)}: only for the CQL learners "
                                   f"({', '.join(CQL_LEARNERS)}), not for --learners "
                                   f"{' '.join(learners)}")
     cql = {k: CQL_DEFAULTS[k] if v is None else v for k, v in given.items()}
     if args.out is not None:
-        common.check_output_path(args.out, args.overwrite)
+        cli.check_output_path(args.out, args.overwrite)
         check_not_inside(args.data_dir, args.out)
     check_data_dir(args.data_dir)
     if preset.horizon is not None:
         env_defaults.setdefault("horizon", preset.horizon)
-    cfg, params = common.make_env(args.env, **env_defaults)
+    cfg, params = cli.make_env(args.env, **env_defaults)
     size = args.dataset_size or preset.dataset_size
     online = args.behaviour in pipeline.ONLINE_LEARNERS
     if args.behaviour_train_steps is not None and not online:
-        raise common.CliError(f"--behaviour-train-steps applies to the online behaviours "
+        raise cli.CliError(f"--behaviour-train-steps applies to the online behaviours "
                               f"({', '.join(pipeline.ONLINE_LEARNERS)}), not to "
                               f"--behaviour {args.behaviour}")
     if online and args.behaviour_train_steps is not None and args.behaviour_train_steps < size:
-        raise common.CliError(f"--behaviour-train-steps {args.behaviour_train_steps} is less "
+        raise cli.CliError(f"--behaviour-train-steps {args.behaviour_train_steps} is less "
                               f"than the dataset size {size}: the dataset is the last "
                               "--dataset-size transitions of the behaviour's training")
     steps = args.behaviour_train_steps or preset.behaviour_train_steps
@@ -338,7 +338,7 @@ def resolve(args, name: str, **env_defaults) -> Run:
         spec = pipeline.DatasetSpec(behaviour=args.behaviour, size=size, seed=args.seed,
                                     train_steps=max(steps, size) if online else 0)
     except ValueError as e:
-        raise common.CliError(f"invalid dataset setting: {e}") from None
+        raise cli.CliError(f"invalid dataset setting: {e}") from None
     return Run(name=name, preset="quick" if args.quick else args.preset, seeds=seeds,
                episodes=args.episodes or preset.episodes, cfg=cfg, params=params, spec=spec,
                hidden=args.hidden or preset.hidden, updates=args.updates or preset.updates,
@@ -355,7 +355,7 @@ def check_not_inside(data_dir: Path, out: Path) -> None:
     elsewhere and swapped in at the end, so a cache inside it would be replaced with it."""
     d, o = Path(data_dir).resolve(), Path(out).resolve()
     if d == o or o in d.parents:
-        raise common.CliError(f"--data-dir {data_dir} is inside --out {out}: the output "
+        raise cli.CliError(f"--data-dir {data_dir} is inside --out {out}: the output "
                               "directory is replaced as a whole; keep the dataset cache elsewhere")
 
 
@@ -364,8 +364,8 @@ def check_data_dir(path: Path) -> None:
     cache writes new datasets there), before any work."""
     path = Path(path)
     if os.path.lexists(path) and not path.is_dir():
-        raise common.CliError(f"--data-dir {path} exists and is not a directory")
-    common.check_writable_dir(path, "--data-dir")
+        raise cli.CliError(f"--data-dir {path} exists and is not a directory")
+    cli.check_writable_dir(path, "--data-dir")
 
 
 def dataset(run: Run, spec=None, cfg=None, params=None):
@@ -375,7 +375,7 @@ def dataset(run: Run, spec=None, cfg=None, params=None):
     spec = spec or run.spec
     cfg = cfg or run.cfg
     params = params or run.params
-    bar = common.progress(None, f"dataset {spec.behaviour} {spec.size}", total=None,
+    bar = cli.progress(None, f"dataset {spec.behaviour} {spec.size}", total=None,
                           enabled=run.progress)
 
     def progress(done, total, post):
@@ -391,7 +391,7 @@ def dataset(run: Run, spec=None, cfg=None, params=None):
         beh = pipeline.load_or_build(spec, cfg, params, run.data_dir, progress=progress,
                                      rebuild=run.rebuild)
     except (ValueError, data.DatasetError) as e:
-        raise common.CliError(f"dataset: {e}") from None
+        raise cli.CliError(f"dataset: {e}") from None
     finally:
         bar.close()
     if run.progress:
@@ -412,7 +412,7 @@ def train_learner(run: Run, label: str, learner_cfg, beh, test_keys, train_key, 
             run.train_config(updates), test_keys, run.episodes, progress=run.progress,
             progress_desc=label, mesh=run.mesh)
     except train.NonFiniteLossError as e:
-        raise common.CliError(f"{label}: {e}") from None
+        raise cli.CliError(f"{label}: {e}") from None
 
 
 def evaluate_fixed(run: Run, names: Sequence[str], test_keys, cfg=None, params=None):
@@ -421,31 +421,31 @@ def evaluate_fixed(run: Run, names: Sequence[str], test_keys, cfg=None, params=N
 
     cfg, params = cfg or run.cfg, params or run.params
     out = {}
-    bar = common.progress(list(names), "baselines", enabled=run.progress)
+    bar = cli.progress(list(names), "baselines", enabled=run.progress)
     for name in bar:
         bar.set_postfix_str(name)
         try:
             pol = baselines.make(name, cfg)
         except ValueError as e:
-            raise common.CliError(str(e)) from None
+            raise cli.CliError(str(e)) from None
         out[name] = pipeline.evaluate_policy(pol, test_keys, cfg, params, run.episodes,
                                              mesh=run.mesh)
     return out
 
 
-def write_outputs(out: "common.OutputDir", run: Run, results: Dict[str, object], summary: dict,
+def write_outputs(out: "cli.OutputDir", run: Run, results: Dict[str, object], summary: dict,
                   extra_summary: Optional[dict] = None, plots: bool = True,
                   title: Optional[str] = None, extra_config: Optional[dict] = None) -> None:
     """config.json, summary.json/.csv, per_seed.json, marl_eval.json
     (:func:`jaxrrm.pipeline.to_marl_eval`) and (with ``plots``) the rate CDF, the
     sum-vs-tail scatter and the learning curves. ``extra_config`` is added to config.json
     (e.g. a study's swept values)."""
-    info = common.machine_info()
-    out.write_json("config.json", {"schema_version": common.SCHEMA_VERSION,
+    info = cli.machine_info()
+    out.write_json("config.json", {"schema_version": cli.SCHEMA_VERSION,
                                    "experiment": run.name, "argv": sys.argv[1:],
                                    **run.to_json(), **(extra_config or {}), "machine": info})
     out.write_json("summary.json", {
-        "schema_version": common.SCHEMA_VERSION, "experiment": run.name, "seeds": run.seeds,
+        "schema_version": cli.SCHEMA_VERSION, "experiment": run.name, "seeds": run.seeds,
         "episodes_per_seed": run.episodes, "score_mu": float(run.params.score_mu),
         "methods": summary,
         "train_seconds": {n: r.train_seconds for n, r in results.items()},
@@ -464,20 +464,20 @@ def write_outputs(out: "common.OutputDir", run: Run, results: Dict[str, object],
 
     out.write_json("marl_eval.json", pipeline.to_marl_eval(
         results, pipeline.task_name(run.cfg, run.params)))
-    common.write_summary_csv(out.file("summary.csv"), summary)
+    cli.write_summary_csv(out.file("summary.csv"), summary)
     if plots:
         cfg = run.cfg
         title = title or (f"{cfg.num_aps} APs, {cfg.num_ues} UEs, {run.seeds} seeds x "
                           f"{run.episodes} episodes")
-        common.plot_rate_cdf(out.file("rate_cdf.png"), {n: r.ue_rates
+        cli.plot_rate_cdf(out.file("rate_cdf.png"), {n: r.ue_rates
                                                         for n, r in results.items()}, title)
-        common.plot_sum_vs_tail(out.file("sum_vs_tail.png"), summary, title)
+        cli.plot_sum_vs_tail(out.file("sum_vs_tail.png"), summary, title)
         if curves:
-            common.plot_learning_curves(out.file("learning_curves.png"), curves, title)
+            cli.plot_learning_curves(out.file("learning_curves.png"), curves, title)
 
 
 def print_table(run: Run, summary: dict, results: Dict[str, object], path: Path) -> None:
-    info = common.machine_info()
+    info = cli.machine_info()
     extra = {n: {"train [s]": f"{r.train_seconds:.0f}" if r.history is not None else "-"}
              for n, r in results.items()}
     cfg = run.cfg
@@ -486,7 +486,7 @@ def print_table(run: Run, summary: dict, results: Dict[str, object], path: Path)
           f"{run.seeds} seeds x {run.episodes} test episodes, score = sum + "
           f"{float(run.params.score_mu):g} x 5%-rate (mean ± 95% CI over seeds); "
           f"{info['cpu']}, JAX {info['jax']} ({info['backend']})")
-    print(common.format_table(summary, extra))
+    print(cli.format_table(summary, extra))
     print(f"\nwritten to {path}")
 
 
@@ -531,9 +531,9 @@ def train_learner_envs(run: Run, label: str, learner_cfg, beh, test_keys, train_
             run.train_config(), test_keys, run.episodes, test_envs, progress=run.progress,
             progress_desc=label, mesh=run.mesh)
     except train.NonFiniteLossError as e:
-        raise common.CliError(f"{label}: {e}") from None
+        raise cli.CliError(f"{label}: {e}") from None
     except ValueError as e:
-        raise common.CliError(f"{label}: {e}") from None
+        raise cli.CliError(f"{label}: {e}") from None
 
 
 @dataclasses.dataclass
@@ -599,7 +599,7 @@ def run_variants(run: Run, variants: Sequence[Variant], learners: Sequence[str],
     per_env = any(v.own_env for v in variants)
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
-        raise common.CliError(f"duplicate sweep values: {labels}")
+        raise cli.CliError(f"duplicate sweep values: {labels}")
     results: Dict[str, object] = {}
     datasets: Dict[str, dict] = {}
     groups = []   # (variant, {method: result label}, reference label)
@@ -668,7 +668,7 @@ def paired(results: Dict[str, object], a: str, b: str, metric: str = "score") ->
 
 def print_sweep(rows: Sequence[dict], value_name: str) -> None:
     """A compact table of the sweep: one line per (value, method)."""
-    from experiments.common import fmt_ci
+    from experiments.cli import fmt_ci
 
     header = [value_name, "method", "score [Mbit/s]", "rel. score (TDM=1)", "sum rate",
               "5%-rate", "return"]
@@ -696,7 +696,7 @@ def run_study(args, run_: Run, variants: Sequence[Variant], *, learners: Sequenc
 
     from jaxrrm import evaluate
 
-    out = common.OutputDir(args.out or common.default_out_dir(run_.name),
+    out = cli.OutputDir(args.out or cli.default_out_dir(run_.name),
                            overwrite=args.overwrite)
     try:
         test_keys = evaluate.seed_keys(args.seed, run_.seeds)
@@ -753,5 +753,5 @@ def sweep_values(args, flag: str, defaults: Dict[str, Sequence]):
     (``defaults`` keyed by ``"default"``, ``"paper"`` and ``"quick"``)."""
     given = getattr(args, flag.lstrip("-").replace("-", "_"))
     if given is not None:
-        return common.unique(given, flag)
+        return cli.unique(given, flag)
     return list(defaults["quick" if args.quick else args.preset])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import ctde
-from experiments.common import OutputDir, CliError, format_table
+from experiments.cli import OutputDir, CliError, format_table
 
 TINY = ["--seeds", "3", "--episodes", "4", "--env", "horizon=12", "--env", "num_aps=2",
         "--env", "num_ues=6", "--env", "num_candidates=2", "--no-progress", "--no-plots",
