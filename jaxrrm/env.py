@@ -228,8 +228,15 @@ def _observe(gain, association, avg_rate_mbps, time, params: EnvParams, cfg: Env
     if with_inr:
         inr = radio.per_ap(p_w, 1 + len(batch)) * gain / n_w  # [I (tx), K, *B]
         payloads += [inr[(np.arange(num_aps) + m) % num_aps] for m in range(1, num_aps)]
-    top_k = _top_k_streaming if num_ues <= radio.UNROLLED_MAX_UES else _top_k_rounds
-    top_w, idx, picked = top_k(x, payloads, num_cand)
+    if not batch:
+        # One episode (also under a user's vmap, which batches it episode-first): N rounds of
+        # reductions and gathers; the insertion pass below is slower in that layout.
+        top_w, idx = top_k_first(x, num_cand)  # [I, N]
+        picked = [jnp.take_along_axis(jnp.broadcast_to(p, x.shape), idx, axis=1)
+                  for p in payloads]
+    else:
+        top_k = _top_k_streaming if num_ues <= radio.UNROLLED_MAX_UES else _top_k_rounds
+        top_w, idx, picked = top_k(x, payloads, num_cand)
     valid = top_w > -jnp.inf  # [I, N, *B]
     candidates = jnp.where(valid, idx, -1).astype(jnp.int32)
     sinr_feat = jnp.log10(jnp.maximum(picked[0], _TINY_SINR))  # dB / 10
