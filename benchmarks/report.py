@@ -95,8 +95,9 @@ def _env_table(sc: dict, headline: str) -> list:
              f"| parallel episodes | {headline} steps/s (wall) | steps per CPU-s | CPU/wall "
              "| UE-slots/s | compile [s] | peak RSS [MiB] | other layout steps/s (wall / CPU-s) "
              "| vs NumPy loop (wall / CPU) | vs NumPy vectorized (wall / CPU) "
-             "| vs NumPy vectorized, one stream (wall / CPU) | load |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| vs NumPy vectorized, one stream (wall / CPU) | vs lean NumPy peer (wall / CPU) "
+             "| load |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     rows = {(r["episodes"], r["layout"]): r for r in sc["jax"]}
     ratios = {(r["episodes"], r["layout"]): r for r in sc["ratios"]}
     for e in dict.fromkeys(r["episodes"] for r in sc["jax"]):
@@ -107,7 +108,7 @@ def _env_table(sc: dict, headline: str) -> list:
                                   if "error" not in r else r["error"][:60]) for r in others)
         if row is None or "error" in row:
             err = "–" if row is None else row["error"][:80]
-            lines.append(f"| {e} | {err} | | | | | | {other or '–'} | | | | |")
+            lines.append(f"| {e} | {err} | | | | | | {other or '–'} | | | | | |")
             continue
         ra = ratios.get((e, headline))
         load = row.get("load_avg_1min") or [None, None]
@@ -117,7 +118,8 @@ def _env_table(sc: dict, headline: str) -> list:
             f"{row['peak_rss_mib']:,.0f} | {other or '–'} | "
             f"{_cpu_pair(ra, 'vs_numpy_loop', ',.0f')} | "
             f"{_cpu_pair(ra, 'vs_numpy_vectorized', '.1f')} | "
-            f"{_cpu_pair(ra, 'vs_numpy_vectorized_shared', '.1f')} | {_fmt_load(load[1])} |")
+            f"{_cpu_pair(ra, 'vs_numpy_vectorized_shared', '.1f')} | "
+            f"{_cpu_pair(ra, 'vs_numpy_lean', '.1f')} | {_fmt_load(load[1])} |")
     lines += ["", "| NumPy reference | episodes | steps/s (wall) | steps per CPU-s | UE-slots/s "
               "| peak RSS [MiB] | load |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in sc["numpy"]:
@@ -131,6 +133,16 @@ def _env_table(sc: dict, headline: str) -> list:
         lines.append(f"| {kind} | {r['episodes']} | {r['steps_per_s']:,.0f} | "
                      f"{r['steps_per_cpu_s']:,.0f} | {r['ue_slots_per_s']:,.0f} | "
                      f"{r['peak_rss_mib']:,.0f} | {_fmt_load(load[1])} |")
+    for r in sc.get("numpy_lean", []):
+        if "error" in r:
+            lines.append(f"| lean peer (float32, vectorized) | {r['episodes']} | "
+                         f"{r['error'][:80]} | | | | |")
+            continue
+        load = r.get("load_avg_1min") or [None, None]
+        lines.append(f"| lean peer (float32, vectorized) | {r['episodes']} | "
+                     f"{r['steps_per_s']:,.0f} | {r['steps_per_cpu_s']:,.0f} | "
+                     f"{r['ue_slots_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | "
+                     f"{_fmt_load(load[1])} |")
     lines.append("")
     return lines
 
@@ -155,6 +167,15 @@ def _env_targets(r: dict, episodes: int = 8192) -> list:
                    "missed" if max(wall, cpu) < goal else "met in CPU time only"
                    if cpu >= goal else "met in wall time only")
         out.append(f"- >= {goal}x {label}: {wall:.1f}x / {cpu:.1f}x, **{verdict}**.")
+    lean = {x["layout"]: x for x in r["ratios"] if x["episodes"] == episodes
+            and "vs_numpy_lean" in x}
+    for layout, goal, what in (("episodes_last", 10, "every rollout the project runs"),
+                               ("vmap", 6, "a user's `jit(vmap(scan(env.step)))`")):
+        if layout in lean:
+            wall, cpu = lean[layout]["vs_numpy_lean"], lean[layout]["vs_numpy_lean_cpu"]
+            verdict = "met" if wall >= goal else "missed"
+            out.append(f"- >= {goal}x the lean NumPy peer (issue 13, wall time) for {what} "
+                       f"(layout `{layout}`): {wall:.1f}x / {cpu:.1f}x, **{verdict}**.")
     out += ["- >= 10^7 steps/s on one modern GPU: not measured here (no GPU on this machine).",
             ""]
     return out
@@ -178,15 +199,18 @@ def _env_section(r: dict) -> str:
         "time). Wall-time figures are only as good as the machine was idle; CPU-time figures "
         "are steadier. Peak RSS is that of the point's own process (JAX runtime included).",
         "",
-        f"Layouts of `env.rollout`: `episodes_last` (the step batched by hand, episode axis "
-        f"last) and `vmap` (vmap of the one-episode scan, the default). NumPy reference: "
+        f"Layouts of `env.rollout` (one implementation of the physics since issue 13): "
+        f"`episodes_last` (episode axis last; `auto`, the default, picks it from 32 episodes on) "
+        f"and `vmap` (vmap of the one-episode scan of `env.step`, what a user's own vmap does). "
+        f"Lean NumPy peer (`benchmarks/numpy_peer.py`): float32, vectorized over episodes, "
+        f"the `full_reuse` workload written for speed. NumPy reference: "
         f"float64, one episode at a time in a Python loop, or vectorized over episodes with one "
         f"random stream per episode (`streams=\"episode\"`, the draws of the loop) or one "
         f"stream for the batch (`streams=\"shared\"`).",
         "",
     ]
     main = {"name": "Default scenario", "config": r["config"], "jax": r["jax_layouts"],
-            "numpy": r["numpy"], "ratios": r["ratios"]}
+            "numpy": r["numpy"], "numpy_lean": r.get("numpy_lean", []), "ratios": r["ratios"]}
     headline = r.get("headline_layout", "episodes_last")
     lines += _env_table(main, headline)
     lines += _env_targets(r)

@@ -44,14 +44,28 @@ MAX_SEED = 2**31 - 1
 def check_seed(seed, field: str = "seed") -> int:
     """``seed`` as an int if it is an integer in ``[0, MAX_SEED]``, else ``ValueError`` naming
     ``field``."""
-    _require(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    require(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
              and 0 <= seed <= MAX_SEED, field, f"an integer in [0, {MAX_SEED}]", seed)
     return int(seed)
 
 
-def _require(cond: bool, field: str, allowed: str, value) -> None:
+def require(cond: bool, field: str, allowed: str, value) -> None:
+    """Raise ``ValueError`` naming ``field``, its value and the allowed range unless ``cond``
+    (the one validation message of every config in the library)."""
     if not cond:
         raise ValueError(f"{field}={value!r} is invalid: allowed range is {allowed}")
+
+
+def is_int(v) -> bool:
+    """A Python int that is not a bool."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v) -> bool:
+    """A Python int or float that is not a bool."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 
 
 #: Upper bounds of EnvConfig's integer fields: far beyond any scenario of this model, low enough
@@ -122,36 +136,36 @@ class EnvConfig:
     def __post_init__(self):
         for name, high in _CONFIG_INT_MAX.items():
             v = getattr(self, name)
-            _require(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+            require(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                      and 1 <= v <= high, name, f"an integer in [1, {high:,}]", v)
         drop = self.min_drop_tries * self.num_ues * self.num_aps
-        _require(drop <= 2**28, "min_drop_tries", f"min_drop_tries x num_ues x num_aps <= 2**28 "
+        require(drop <= 2**28, "min_drop_tries", f"min_drop_tries x num_ues x num_aps <= 2**28 "
                  f"(the UE drop's candidate distances; here {drop:,})", self.min_drop_tries)
-        _require(self.num_candidates <= self.num_ues, "num_candidates",
+        require(self.num_candidates <= self.num_ues, "num_candidates",
                  f"1 <= num_candidates <= num_ues ({self.num_ues})", self.num_candidates)
-        _require(self.num_actions ** self.num_aps <= MAX_JOINT_ACTIONS, "num_candidates",
+        require(self.num_actions ** self.num_aps <= MAX_JOINT_ACTIONS, "num_candidates",
                  f"(num_candidates + allow_idle) ** num_aps <= {MAX_JOINT_ACTIONS} "
                  "(int32 joint-action encoding)", self.num_candidates)
-        _require(self.pathloss_model in PATHLOSS_MODELS, "pathloss_model",
+        require(self.pathloss_model in PATHLOSS_MODELS, "pathloss_model",
                  f"one of {PATHLOSS_MODELS}", self.pathloss_model)
-        _require(self.reward in REWARDS, "reward", f"one of {REWARDS}", self.reward)
-        _require(self.ap_layout in AP_LAYOUTS, "ap_layout", f"one of {AP_LAYOUTS}", self.ap_layout)
-        _require(isinstance(self.allow_idle, bool), "allow_idle", "True or False", self.allow_idle)
-        _require(isinstance(self.mobility, bool), "mobility", "True or False", self.mobility)
+        require(self.reward in REWARDS, "reward", f"one of {REWARDS}", self.reward)
+        require(self.ap_layout in AP_LAYOUTS, "ap_layout", f"one of {AP_LAYOUTS}", self.ap_layout)
+        require(isinstance(self.allow_idle, bool), "allow_idle", "True or False", self.allow_idle)
+        require(isinstance(self.mobility, bool), "mobility", "True or False", self.mobility)
         for name in ("obs_interference", "obs_clock"):
-            _require(isinstance(getattr(self, name), bool), name, "True or False",
+            require(isinstance(getattr(self, name), bool), name, "True or False",
                      getattr(self, name))
-        _require(self.obs_share in OBS_SHARES, "obs_share", f"one of {OBS_SHARES}",
+        require(self.obs_share in OBS_SHARES, "obs_share", f"one of {OBS_SHARES}",
                  self.obs_share)
         if self.ap_positions_m is not None:
-            _require(all(isinstance(c, (int, float, np.integer, np.floating))
+            require(all(isinstance(c, (int, float, np.integer, np.floating))
                          and not isinstance(c, (bool, np.bool_))
                          for p in self.ap_positions_m for c in p), "ap_positions_m",
                      "pairs of real numbers (x, y) in metres", self.ap_positions_m)
             pos = tuple(tuple(float(c) for c in p) for p in self.ap_positions_m)
-            _require(len(pos) == self.num_aps and all(len(p) == 2 for p in pos),
+            require(len(pos) == self.num_aps and all(len(p) == 2 for p in pos),
                      "ap_positions_m", f"{self.num_aps} pairs (x, y) in metres", self.ap_positions_m)
-            _require(all(math.isfinite(c) for p in pos for c in p), "ap_positions_m",
+            require(all(math.isfinite(c) for p in pos for c in p), "ap_positions_m",
                      "finite coordinates", self.ap_positions_m)
             object.__setattr__(self, "ap_positions_m", pos)
 

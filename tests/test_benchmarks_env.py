@@ -193,7 +193,15 @@ def test_env_throughput_tiny_writes_valid_json(tmp_path):
     ra = {(x["episodes"], x["layout"]): x for x in r["ratios"]}
     assert set(ra[(8, "episodes_last")]) >= {"vs_numpy_loop", "vs_numpy_loop_cpu",
                                              "vs_numpy_vectorized", "vs_numpy_vectorized_cpu",
-                                             "vs_numpy_vectorized_shared_cpu"}
+                                             "vs_numpy_vectorized_shared_cpu",
+                                             "vs_numpy_lean", "vs_numpy_lean_cpu"}
+    # the lean NumPy peer ran at the vectorized episode count, and the ratio is its own
+    assert [x["episodes"] for x in r["numpy_lean"]] == [8]
+    _check_row(r["numpy_lean"][0], "numpy")
+    np.testing.assert_allclose(ra[(8, "episodes_last")]["vs_numpy_lean"],
+                               [x for x in r["jax_layouts"] if x["episodes"] == 8
+                                and x["layout"] == "episodes_last"][0]["steps_per_s"]
+                               / r["numpy_lean"][0]["steps_per_s"])
     assert r["load_avg_1min"]["start"] is not None and r["threads"]["cpu_count"] >= 1
     # Rendered (quick runs are left out of RESULTS.md, so mark it as a full run).
     r["config"]["quick"] = False
@@ -201,6 +209,8 @@ def test_env_throughput_tiny_writes_valid_json(tmp_path):
     text = report.render(tmp_path)
     assert "**Default scenario**" in text and "Targets" not in text  # no 8192-episode point
     assert f"{r['jax'][1]['steps_per_s']:,.0f}" in text
+    assert f"lean peer (float32, vectorized) | 8 | {r['numpy_lean'][0]['steps_per_s']:,.0f}" \
+        in text
 
 
 def test_env_throughput_scenario_in_subprocesses_and_failures():

@@ -29,7 +29,7 @@ import optax
 from flax import struct
 
 from .. import env as envlib
-from ..config import EnvConfig, EnvParams
+from ..config import EnvConfig, EnvParams, is_int, is_num, require  # noqa: F401
 from ..data import Transitions, from_step
 from ..networks import ACTIVATIONS, AgentNet
 
@@ -76,18 +76,6 @@ def nonfinite_loss_error(losses: dict, *, chunk: int, update: int, where: str, s
                               state=state, history=history)
 
 
-def require(cond: bool, field: str, allowed: str, value) -> None:
-    """Raise ``ValueError`` naming ``field`` and the allowed range unless ``cond``."""
-    if not cond:
-        raise ValueError(f"{field}={value!r} is invalid: allowed range is {allowed}")
-
-
-def is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from .. import files
-from ..config import EnvConfig, EnvParams, check_feasible
+from ..config import EnvConfig, EnvParams, check_feasible, is_int
 from .sampling import as_numpy, to_numpy
 from .transitions import (FIELDS, DatasetError, Transitions, check_content, check_shapes,
                           field_specs)
@@ -264,8 +264,6 @@ def _is_sha256(v) -> bool:
     return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_env_config_json(d, label: str) -> EnvConfig:
@@ -288,7 +286,7 @@ def _check_env_config_json(d, label: str) -> EnvConfig:
         elif isinstance(default, bool):
             ok, allowed = isinstance(v, bool), "true or false"
         elif isinstance(default, int):
-            ok, allowed = _is_int(v), "an integer"
+            ok, allowed = is_int(v), "an integer"
         elif isinstance(default, str):
             ok, allowed = isinstance(v, str), "a string"
         else:  # pragma: no cover - a new EnvConfig field of another type
@@ -346,7 +344,7 @@ def _check_field_entries(meta: Mapping[str, Any], cfg: EnvConfig, label: str
                                f"{name!r} is stored in {name + '.npy'!r} (entries exchanged?)")
         shape, dtype = specs[name]
         got_shape = entry["shape"]
-        if not (isinstance(got_shape, list) and all(_is_int(d) for d in got_shape)):
+        if not (isinstance(got_shape, list) and all(is_int(d) for d in got_shape)):
             raise DatasetError(f"{label}: entry '{key}.shape' = {got_shape!r} is not a list of "
                                "integers")
         try:
@@ -363,7 +361,7 @@ def _check_field_entries(meta: Mapping[str, Any], cfg: EnvConfig, label: str
         if not _is_sha256(entry["sha256"]):
             raise DatasetError(f"{label}: entry '{key}.sha256' = {entry['sha256']!r} is not a "
                                "SHA-256 (64 lowercase hex digits)")
-        if not _is_int(entry["bytes"]) or entry["bytes"] < 0:
+        if not is_int(entry["bytes"]) or entry["bytes"] < 0:
             raise DatasetError(f"{label}: entry '{key}.bytes' = {entry['bytes']!r} is not a "
                                "non-negative integer")
     return {name: fields[name] for name in FIELDS}
