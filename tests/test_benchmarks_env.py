@@ -207,7 +207,7 @@ def test_env_throughput_tiny_writes_valid_json(tmp_path):
     r["config"]["quick"] = False
     (tmp_path / "full.json").write_text(json.dumps(r))
     text = report.render(tmp_path)
-    assert "**Default scenario**" in text and "Targets" not in text  # no 8192-episode point
+    assert "**Default scenario**" in text and "Targets (issue 6" not in text  # no 8192 point
     assert f"{r['jax'][1]['steps_per_s']:,.0f}" in text
     assert f"lean peer (float32, vectorized) | 8 | {r['numpy_lean'][0]['steps_per_s']:,.0f}" \
         in text
