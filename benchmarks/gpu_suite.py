@@ -17,9 +17,10 @@ machine, the JAX version and devices and the commit, and printed as one summary 
    episodes per seed), timed end to end in a subprocess with the behaviour dataset made inside
    the run, and stopped at the budget if it does not fit in the time the first two parts left.
 
-It needs only what the core needs (JAX with its accelerator plugin, flax, optax, chex,
-orbax-checkpoint, numpy, scipy, tqdm, matplotlib), installs nothing and uses no network, and
-runs from the repository root without installing jaxrrm (``PYTHONPATH=.``). ``--dry-run`` runs
+It needs the core dependencies (JAX with its accelerator plugin, flax, optax,
+orbax-checkpoint, numpy, scipy, tqdm) and the ``experiments`` extra (matplotlib:
+``pip install -e ".[experiments]"``), installs nothing, uses no network, and runs from the
+repository root (``PYTHONPATH=.``). ``--dry-run`` runs
 every part at tiny sizes on any backend (CI runs it on CPU); its numbers mean nothing.
 """
 
