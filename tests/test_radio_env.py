@@ -123,6 +123,60 @@ class TestPfByHand:
                                    rtol=1e-5)
 
 
+class TestTrailingBatchAxes:
+    """The radio layer's batch convention: AP and UE axes first, trailing batch axes ``*B``
+    (the episodes-last layout); slice ``[..., b]`` is the unbatched call on slice ``b``."""
+
+    @staticmethod
+    def _draw(seed, num_aps=3, num_ues=7, batch=(5,)):
+        rng = np.random.default_rng(seed)
+        gain = jnp.asarray(10.0 ** rng.uniform(-13, -8, (num_aps, num_ues) + batch), jnp.float32)
+        serving = rng.integers(-1, num_ues, (num_aps,) + batch)
+        for b in np.ndindex(*batch):  # at most one AP per UE (the environment's invariant)
+            col = serving[(slice(None),) + b]
+            seen = set()
+            for i, j in enumerate(col):
+                if j in seen:
+                    col[i] = -1
+                seen.add(int(col[i]))
+        assoc = rng.integers(0, num_aps, (num_ues,) + batch)
+        return gain, jnp.asarray(serving, jnp.int32), jnp.asarray(assoc, jnp.int32)
+
+    @pytest.mark.parametrize("power", [1.0, jnp.array([1.0, 0.5, 2.0])])
+    def test_sinr_and_estimate_per_batch_slice(self, power):
+        gain, serving, assoc = self._draw(0)
+        sinr = radio.sinr(gain, serving, power, NOISE)
+        est = radio.sinr_all_active(gain, assoc, power, NOISE)
+        assert sinr.shape == est.shape == (7, 5)
+        for b in range(5):
+            np.testing.assert_allclose(
+                sinr[:, b], radio.sinr(gain[..., b], serving[:, b], power, NOISE), rtol=1e-6)
+            np.testing.assert_allclose(
+                est[:, b], radio.sinr_all_active(gain[..., b], assoc[:, b], power, NOISE),
+                rtol=1e-6)
+        two = self._draw(1, batch=(2, 3))  # several trailing axes
+        out = radio.sinr(two[0], two[1], 1.0, NOISE)
+        assert out.shape == (7, 2, 3)
+        np.testing.assert_allclose(out[:, 1, 2], radio.sinr(two[0][..., 1, 2], two[1][:, 1, 2],
+                                                            1.0, NOISE), rtol=1e-6)
+
+    @pytest.mark.parametrize("lam", [0.0, 0.8, 1.0])
+    def test_pf_reward_of_served_ues_equals_the_full_formula(self, lam):
+        # With `served`, w**lam is raised for the served UEs only; the value is the paper's
+        # (1/K) sum_j w_j**lam C_j, since C_j = 0 for the others.
+        gain, serving, _ = self._draw(2)
+        rates = radio.rate_mbps(radio.sinr(gain, serving, 1.0, NOISE), 10e6)  # [K, B]
+        w = jnp.asarray(np.random.default_rng(3).uniform(0.01, 2.0, rates.shape), jnp.float32)
+        fast = radio.pf_reward(rates, w, lam, served=radio.served_by(serving, 7))
+        full = radio.pf_reward(rates.T, w.T, lam)  # the UE axis last: the plain formula
+        assert fast.shape == (5,)
+        np.testing.assert_allclose(fast, full, rtol=1e-5)
+        # and the log utility with the UE axis first equals it with the UE axis last
+        new = w + rates
+        np.testing.assert_allclose(radio.log_utility_reward(new, w, ue_axis=0),
+                                   radio.log_utility_reward(new.T, w.T), rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # One environment step against a NumPy float64 computation of DESIGN §1-2
 # ---------------------------------------------------------------------------------------------
