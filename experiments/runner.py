@@ -217,9 +217,11 @@ class Run:
         """This run's :class:`~jaxrrm.pipeline.DatasetSpec` with another behaviour and/or size
         (online behaviours train for ``max(behaviour_train_steps, size)`` transitions)."""
 
+        from jaxrrm import pipeline
+
         behaviour = behaviour or self.spec.behaviour
         size = size or self.spec.size
-        online = behaviour in ("sac", "dqn")
+        online = behaviour in pipeline.ONLINE_LEARNERS
         try:
             return self.spec.replace(
                 behaviour=behaviour, size=size,
@@ -294,14 +296,6 @@ def resolve(args, name: str, **env_defaults) -> Run:
         raise cli.CliError(f"--quick and --preset {args.preset} exclude each other: --quick "
                               "is its own preset")
     fast_compile_for_quick(args)
-    from experiments import cli_distributed
-    from jaxrrm import distributed
-
-    try:
-        mesh = cli_distributed.setup(args)
-    except ValueError as e:
-        raise cli.CliError(f"devices: {e}") from None
-
     preset = PRESETS["quick" if args.quick else args.preset]
     seeds = args.seeds or preset.seeds or args.default_seeds
     if args.seed + seeds - 1 > MAX_SEED:
@@ -320,6 +314,15 @@ def resolve(args, name: str, **env_defaults) -> Run:
         cli.check_output_path(args.out, args.overwrite)
         check_not_inside(args.data_dir, args.out)
     check_data_dir(args.data_dir)
+    # Every check above needs no JAX runtime: only now start it (a multi-process start can
+    # wait for its coordinator) and build the device mesh.
+    from experiments import cli_distributed
+    from jaxrrm import distributed
+
+    try:
+        mesh = cli_distributed.setup(args)
+    except ValueError as e:
+        raise cli.CliError(f"devices: {e}") from None
     if preset.horizon is not None:
         env_defaults.setdefault("horizon", preset.horizon)
     cfg, params = cli.make_env(args.env, **env_defaults)

@@ -53,6 +53,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from . import files
+
 #: Version of the checkpoint layout / meta schema; bumped on incompatible changes (2: the
 #: ``integrity`` item with SHA-256 checksums, the environment parameters in the meta).
 SCHEMA_VERSION = 2
@@ -127,8 +129,7 @@ def make_meta(env_cfg, learner_cfg, train_cfg, dataset_fingerprint: str, env_par
 def meta_sha256(meta: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the canonical JSON of ``meta`` (sorted keys, no whitespace, ASCII): the
     checksum :func:`save` stores for the meta and :func:`restore` checks."""
-    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
+    return files.json_sha256(meta)
 
 
 def _array_sha256(arr) -> str:

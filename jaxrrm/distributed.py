@@ -237,7 +237,7 @@ def rollout(key, policy: envlib.Policy, params: EnvParams, cfg: EnvConfig, num_e
     out = _rollout_fn(cfg, bool(return_trajectory), mesh)(
         ep_keys, envlib.as_pytree_policy(policy), params)
     if ep_keys.shape[0] != n:
-        out = jax.tree.map(lambda x: x[:n] if x is not None else None, out)
+        out = jax.tree.map(lambda x: x[:n], out)  # (a None trajectory has no leaves)
     return envlib.RolloutResult(*out)
 
 

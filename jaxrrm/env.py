@@ -131,8 +131,7 @@ def other_aps(num_aps: int):
     """The other APs of each AP in the order the shared observations use: ``[I, I - 1]`` int32,
     row ``i`` = ``(i+1, ..., i+I-1) mod I`` (so a network shared across APs sees its neighbours in
     the same relative order)."""
-    i = np.arange(num_aps, dtype=np.int32)
-    return jnp.asarray((i[:, None] + np.arange(1, num_aps, dtype=np.int32)[None, :]) % num_aps)
+    return jnp.asarray(_other_aps_np(num_aps), jnp.int32)
 
 
 def _other_aps_np(num_aps: int) -> np.ndarray:
@@ -227,7 +226,8 @@ def _observe(gain, association, avg_rate_mbps, time, params: EnvParams, cfg: Env
     with_inr = cfg.obs_interference and not cfg.local_obs and num_aps > 1
     if with_inr:
         inr = radio.per_ap(p_w, 1 + len(batch)) * gain / n_w  # [I (tx), K, *B]
-        payloads += [inr[(np.arange(num_aps) + m) % num_aps] for m in range(1, num_aps)]
+        others = _other_aps_np(num_aps)  # [I, I-1]
+        payloads += [inr[others[:, m]] for m in range(num_aps - 1)]
     if not batch:
         # One episode (also under a user's vmap, which batches it episode-first): N rounds of
         # reductions and gathers; the insertion pass below is slower in that layout.
@@ -600,13 +600,24 @@ class RolloutResult(NamedTuple):
     trajectory: Optional[dict]
 
 
+def episode_key_schedule(keys, horizon: int):
+    """The key schedule of every rollout: for episode keys ``[E]``, ``(reset keys [E], policy
+    keys [E, T], step keys [E, T])``. Episode ``e``: ``(k_reset, k_run) = split(keys[e])``;
+    slot ``t`` uses ``split(k_run, (T, 2))[t]`` as (policy key, step key); all per-slot keys in
+    one bulk split (cheaper than splitting inside the scan)."""
+    split = jax.vmap(jax.random.split)(keys)                                      # [E, 2]
+    slots = jax.vmap(lambda k: jax.random.split(k, (horizon, 2)))(split[:, 1])   # [E, T, 2]
+    return split[:, 0], slots[:, :, 0], slots[:, :, 1]
+
+
 def _episode(key, policy: Policy, params: EnvParams, cfg: EnvConfig, return_trajectory: bool):
-    k_reset, k_run = jax.random.split(key)
+    k_reset, k_pol, k_step = jax.tree.map(lambda x: x[0],
+                                          episode_key_schedule(key[None], cfg.horizon))
     obs, state = reset(k_reset, params, cfg)
 
     def body(carry, keys_t):
         obs, state, rate_sum, n_masked = carry
-        k_pol, k_env = keys_t[0], keys_t[1]
+        k_pol, k_env = keys_t
         actions = jnp.asarray(policy(k_pol, obs, state, params), jnp.int32)
         obs2, state2, reward, term, trunc, info = step(k_env, state, actions, params, cfg)
         carry = (obs2, state2, rate_sum + info["rates_mbps"],
@@ -617,9 +628,7 @@ def _episode(key, policy: Policy, params: EnvParams, cfg: EnvConfig, return_traj
         return carry, out
 
     init = (obs, state, jnp.zeros((cfg.num_ues,), jnp.float32), jnp.zeros((), jnp.int32))
-    # All per-slot keys in one bulk split (cheaper than splitting inside the loop).
-    keys = jax.random.split(k_run, (cfg.horizon, 2))
-    (_, _, rate_sum, n_masked), out = jax.lax.scan(body, init, keys)
+    (_, _, rate_sum, n_masked), out = jax.lax.scan(body, init, (k_pol, k_step))
     traj = out if return_trajectory else None
     return rate_sum / cfg.horizon, out["rewards"], n_masked, traj
 
@@ -718,13 +727,11 @@ def _rollout_episodes_last(keys, policy: Policy, params: EnvParams, cfg: EnvConf
     :func:`_rollout_vmap`. All episodes are reset together (with ``vmap``: a one-off cost), so
     that the blocks only change the shapes of the scanned step, which is written not to depend
     on them: the block changes no bit of the result."""
-    split = jax.vmap(jax.random.split)(keys)  # [E, 2]: as _episode's split, per episode
-    k_reset, k_run = split[:, 0], split[:, 1]
+    k_reset, k_pol, k_step = episode_key_schedule(keys, cfg.horizon)
     obs, state = jax.vmap(lambda k: reset(k, params, cfg))(k_reset)
-    step_keys = jax.vmap(lambda k: jax.random.split(k, (cfg.horizon, 2)))(k_run)  # [E, T, 2]
-    seed0, seed1 = channel.seed_words(step_keys[:, :, 1])  # [E, T] each
+    seed0, seed1 = channel.seed_words(k_step)  # [E, T] each
     # Everything per episode, episode axis first: (obs, state, policy keys, seed words).
-    per_episode = (obs, state, step_keys[:, :, 0], seed0, seed1)
+    per_episode = (obs, state, k_pol, seed0, seed1)
 
     def run(tree):  # [B, ...] leaves -> outputs, episode axis first
         ob, st, kp, s0, s1 = jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), tree)

@@ -123,6 +123,15 @@ def replace_dir(tmp: Union[str, Path], path: Union[str, Path]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def json_sha256(obj: Any) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``obj``: sorted keys, no whitespace, ASCII
+    (``json.dumps(obj, sort_keys=True, separators=(",", ":"))``), so it depends on the values
+    only, not on a file's indentation or key order. The checksum of dataset and checkpoint
+    metadata."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def sha256_file(path: Union[str, Path], bufsize: int = 1 << 22) -> str:
     """SHA-256 (hex) of a file's bytes, read in blocks of ``bufsize``."""
     sha = hashlib.sha256()

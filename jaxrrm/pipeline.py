@@ -302,11 +302,16 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
     complete = ds_path.exists() and (not spec.online
                                      or (entry / "behaviour_params.json").exists())
     if complete and not rebuild:
-        dataset, meta = data.load(ds_path, expected_cfg=cfg)
+        # What the entry holds is checked on its metadata before its arrays are read and
+        # verified; a metadata file that fails its own checksum is left to data.load's error.
+        meta = data.read_meta(ds_path)
         want = {"spec": files.to_json(dataclasses.asdict(spec)),
                 "env_params": data.params_to_json(params), "behaviour": spec.behaviour,
                 "n": spec.size}
-        diffs = [k for k, v in want.items() if meta.get(k) != v]
+        intact = meta.get(data.META_SHA_KEY) == data.meta_sha256(meta)
+        diffs = [k for k, v in want.items() if meta.get(k) != v] if intact else []
+        if not diffs:
+            dataset, meta = data.load(ds_path, expected_cfg=cfg)
         if diffs:
             raise data.DatasetError(
                 f"{ds_path}: the cache entry was made for another dataset than its name says "
@@ -412,8 +417,7 @@ def summarize(results: Dict[str, MethodResult], reference: str = "tdm") -> Dict[
         evaluate.add_relative(per_seed, reference)
     out = {}
     for name, m in per_seed.items():
-        out[name] = evaluate.summarize(m, [k for k in evaluate.METRIC_NAMES if k in m])
-        out[name]["return"] = evaluate.summarize(m, ["return"])["return"]
+        out[name] = evaluate.summarize(m, (*evaluate.METRIC_NAMES, "return"))
     return out
 
 

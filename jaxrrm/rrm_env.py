@@ -187,10 +187,8 @@ def episode_keys(key, num_episodes: int, horizon: int) -> EpisodeKeys:
     (:func:`jaxrrm.evaluate.rollout_seeds` with the test keys of
     :func:`jaxrrm.evaluate.seed_keys`) runs ``rollout(test_keys[s], ...)``.
     """
-    keys = jax.random.split(key, num_episodes)
-    k = jax.vmap(jax.random.split)(keys)                               # [E, 2]
-    slots = jax.vmap(lambda kr: jax.random.split(kr, (horizon, 2)))(k[:, 1])   # [E, T, 2]
-    return EpisodeKeys(k[:, 0], slots[:, :, 0], slots[:, :, 1])
+    return EpisodeKeys(*env_lib.episode_key_schedule(jax.random.split(key, num_episodes),
+                                                     horizon))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -238,21 +236,24 @@ def evaluate_outside(act: OutsidePolicy, test_keys, params: EnvParams, cfg: EnvC
     ks = jax.vmap(lambda k: episode_keys(k, e, t_max))(test_keys)      # leaves [S, E, ...]
     flat = jax.tree.map(lambda x: x.reshape((s * e,) + x.shape[2:]), ks)
     obs, state = _reset_batch(flat.reset, params, cfg)
-    rate_sum = np.zeros((s * e, cfg.num_ues), np.float32)
-    ret = np.zeros((s * e,), np.float32)
+    # Sums stay on the device (only the observation goes to the host each slot).
+    rate_sum = jnp.zeros((s * e, cfg.num_ues), jnp.float32)
+    ret = jnp.zeros((s * e,), jnp.float32)
     for t in range(t_max):
         o = {"agents": np.asarray(obs.agents), "global_state": np.asarray(obs.global_state),
              "action_mask": np.asarray(obs.action_mask)}
         a = np.asarray(act(o, t))
         if a.shape != (s * e, cfg.num_aps) or not np.issubdtype(a.dtype, np.integer) \
                 or a.min() < 0 or a.max() >= cfg.num_actions:
+            values = f"values {a.min()}..{a.max()}" if a.size else "no values"
             raise ValueError(f"the outside policy returned actions of shape {a.shape}, dtype "
-                             f"{a.dtype} (values {a.min()}..{a.max()}) at slot {t}: expected "
+                             f"{a.dtype} ({values}) at slot {t}: expected "
                              f"[{s * e}, {cfg.num_aps}] integers in [0, {cfg.num_actions})")
         obs, state, reward, _, _, info = _step_batch(flat.step[:, t], state,
                                                      jnp.asarray(a, jnp.int32), params, cfg)
-        rate_sum += np.asarray(info["rates_mbps"])
-        ret += np.asarray(reward)
+        rate_sum = rate_sum + info["rates_mbps"]
+        ret = ret + reward
+    rate_sum, ret = np.asarray(rate_sum), np.asarray(ret)
     rates = (rate_sum / t_max).reshape(s, e, cfg.num_ues)
     out = evaluate.seed_metrics(rates, params.score_mu)
     out["return"] = ret.reshape(s, e).mean(axis=1).astype(np.float64)

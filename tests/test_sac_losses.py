@@ -11,33 +11,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrrm import EnvConfig, EnvParams
+from jaxrrm import EnvParams
 from jaxrrm.algos import cql, losses, sac
-from jaxrrm.algos.common import NetConfig, ReplayItem
-from jaxrrm.data import Transitions
+from jaxrrm.algos.common import ReplayItem
 
-TINY = EnvConfig(num_aps=2, num_ues=4, num_candidates=2, horizon=5)
+from test_cql import NET, TINY, make_batch  # the CQL tests' scenario and random batches
+
 I, A, D = TINY.num_aps, TINY.num_actions, TINY.obs_dim
-NET = NetConfig(hidden=(16,), shared=False)
 GAMMA = 0.8
 
 
 def random_batch(seed, b=32):
-    """Random transitions with random masks (idle always valid), valid actions, a few
+    """:func:`test_cql.make_batch` (random masks, idle always valid, valid actions) with a few
     terminations."""
-    rng = np.random.default_rng(seed)
-    obs, nobs = rng.normal(size=(2, b, I, D)).astype(np.float32)
-    mask, nmask = rng.random((2, b, I, A)) < 0.6
-    mask[..., -1] = nmask[..., -1] = True
-    acts = np.argmax(np.where(mask, rng.random((b, I, A)), -1.0), axis=-1).astype(np.int32)
-    tr = Transitions(
-        obs=obs, state=obs.reshape(b, -1), action_mask=mask, actions=acts,
-        reward=rng.normal(size=(b,)).astype(np.float32), next_obs=nobs,
-        next_state=nobs.reshape(b, -1), next_action_mask=nmask,
-        terminated=rng.random(b) < 0.25, truncated=np.zeros((b,), bool),
-        rates_mbps=np.zeros((b, TINY.num_ues), np.float32), episode=np.zeros((b,), np.int32),
-        t=np.zeros((b,), np.int32))
-    return jax.tree.map(jnp.asarray, tr)
+    tr = make_batch(seed, b)
+    return tr.replace(terminated=jnp.asarray(np.random.default_rng(seed).random(b) < 0.25))
 
 
 @pytest.fixture(scope="module")

@@ -255,9 +255,7 @@ def meta_sha256(meta: Mapping[str, Any]) -> str:
     ``json.dumps(meta_without_it, sort_keys=True, separators=(",", ":"))`` (ASCII), so it does
     not depend on the file's indentation or key order, only on the entries' values.
     """
-    body = {k: v for k, v in meta.items() if k != META_SHA_KEY}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-                          ).hexdigest()
+    return files.json_sha256({k: v for k, v in meta.items() if k != META_SHA_KEY})
 
 
 def _is_sha256(v) -> bool:
