@@ -29,7 +29,7 @@ import numpy as np
 
 from . import radio
 from .config import EnvConfig
-from .env import actions_to_serving, channel_gain, noise_w, tx_power_w
+from .env import actions_to_serving, argmax_first, channel_gain, noise_w, tx_power_w
 
 NAMES = ("random", "full_reuse", "tdm", "max_sinr", "reward_greedy", "exhaustive")
 
@@ -46,10 +46,11 @@ def candidate_features(obs, cfg: EnvConfig):
     Returns:
       ``sinr_est`` ``[I, N]`` linear, ``weights`` ``[I, N]`` 1/(Mbit/s), ``valid`` ``[I, N]`` bool.
     """
-    feats = obs.agents[..., : 2 * cfg.num_candidates].reshape(
-        *obs.agents.shape[:-1], cfg.num_candidates, 2)
-    valid = obs.action_mask[:, : cfg.num_candidates]
-    return 10.0 ** feats[..., 0], 10.0 ** feats[..., 1], valid
+    n = cfg.num_candidates
+    # Strided slices, not a reshape to [..., N, 2]: under vmap a reshape moves the batch axis
+    # first, and the episodes-last rollout would transpose every slot.
+    valid = obs.action_mask[:, :n]
+    return 10.0 ** obs.agents[..., 0:2 * n:2], 10.0 ** obs.agents[..., 1:2 * n:2], valid
 
 
 def _fallback_action(cfg: EnvConfig) -> int:
@@ -58,7 +59,7 @@ def _fallback_action(cfg: EnvConfig) -> int:
 
 def _argmax_valid(values, valid, cfg: EnvConfig):
     """Per AP, the valid candidate of largest value; idle (or 0) if it has none. ``[I]`` int32."""
-    best = jnp.argmax(jnp.where(valid, values, -jnp.inf), axis=-1)
+    best = argmax_first(jnp.where(valid, values, -jnp.inf))
     return jnp.where(jnp.any(valid, axis=-1), best, _fallback_action(cfg)).astype(jnp.int32)
 
 

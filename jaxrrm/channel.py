@@ -315,9 +315,9 @@ def seed_words(keys):
 def hash_normal(key, shape, std=1.0):
     r"""Gaussian numbers from a counter-based hash keyed by ``key`` (fast on CPU).
 
-    ``jax.random.normal`` (threefry) costs ~15 ns per number on a CPU core, which made it half of
-    the simulator's step. Here the ``n``-th number uses the counter ``n`` and the key's two words
-    :math:`(s_0, s_1)`:
+    A cheaper generator on CPU than ``jax.random.normal`` (threefry rounds; see
+    ``benchmarks/ANALYSIS.md``). The ``n``-th number uses the counter ``n`` and the key's two
+    words :math:`(s_0, s_1)`:
 
     .. math::
         h_n = m(m(m(n \oplus s_0) \oplus s_1) + \varphi), \quad
@@ -341,6 +341,46 @@ def hash_normal(key, shape, std=1.0):
     """
     s0, s1 = _seed_words(key)
     return hash_normal_from_words(s0, s1, shape, std)
+
+
+#: Giles' single-precision coefficients of :func:`erfinv_f32`, highest power first: the
+#: central branch (``w < 5``, in ``w - 2.5``) and the tail (in ``sqrt(w) - 3``).
+_ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
+                   2.1858087e-04, -1.25372503e-03, -4.17768164e-03, 2.46640727e-01, 1.50140941)
+_ERFINV_TAIL = (-2.00214257e-04, 1.00950558e-04, 1.34934322e-03, -3.67342844e-03,
+                5.73950773e-03, -7.6224613e-03, 9.43887047e-03, 1.00167406, 2.83297682)
+
+
+def erfinv_f32(x):
+    r"""Inverse error function in float32 (M. Giles, "Approximating the erfinv function",
+    GPU Computing Gems Jade, 2011): with :math:`w = -\ln((1 - x)(1 + x))`,
+
+    .. math::
+        \mathrm{erf}^{-1}(x) \approx x\,p_1(w - 2.5) \ (w < 5), \qquad
+        x\,p_2(\sqrt w - 3) \ (w \ge 5),
+
+    :math:`p_1, p_2` polynomials of degree 8. Element-wise, no branch but one select, so it
+    fuses into its caller (cheaper on CPU than ``jax.scipy.special.erfinv``; see
+    ``benchmarks/ANALYSIS.md``). Relative error below 5e-7 on the grid :func:`hash_normal`
+    draws from (``tests/test_channel.py`` checks it against SciPy in float64).
+
+    Args:
+      x: float32 array, :math:`|x| < 1`.
+
+    Returns:
+      same shape, float32.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    w = -jnp.log((1.0 - x) * (1.0 + x))
+    a = w - 2.5
+    b = jnp.sqrt(w) - 3.0
+    p1 = jnp.float32(_ERFINV_CENTRAL[0])
+    for c in _ERFINV_CENTRAL[1:]:
+        p1 = c + p1 * a
+    p2 = jnp.float32(_ERFINV_TAIL[0])
+    for c in _ERFINV_TAIL[1:]:
+        p2 = c + p2 * b
+    return jnp.where(w < 5.0, p1, p2) * x
 
 
 def hash_normal_from_words(s0, s1, shape, std=1.0):
@@ -368,7 +408,7 @@ def hash_normal_from_words(s0, s1, shape, std=1.0):
     # 2u - 1 as the odd integers in (-2^24, 2^24), exact in float32 (so never +-1).
     t = (h >> 8).astype(jnp.int32)
     v = (2 * t + (1 - (1 << 24))).astype(jnp.float32) * jnp.float32(2.0**-24)
-    return (jnp.sqrt(2.0) * std) * jax.scipy.special.erfinv(v)
+    return (jnp.sqrt(2.0) * std) * erfinv_f32(v)
 
 
 def fading_innovation(key, shape):

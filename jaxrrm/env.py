@@ -127,6 +127,33 @@ def top_k_first(x, k: int):
     return jnp.concatenate(vals, axis=-1), jnp.concatenate(idxs, axis=-1)
 
 
+def argmax_first(x):
+    """Index of the largest entry along the last axis, the first one on ties: ``jnp.argmax``.
+
+    For the short axes of this project (candidates, actions) as ``n - 1`` element-wise compares
+    instead of a variadic reduction: element-wise code keeps a ``vmap``'s batch axis where it is
+    (``jnp.argmax`` under ``vmap`` moves it first, and the episodes-last rollout then transposes
+    every slot) and vectorizes over it. NaN counts as the largest value, as in ``jnp.argmax``.
+
+    Args:
+      x: ``[..., n]`` float or int, ``n >= 1`` (static).
+
+    Returns:
+      ``[...]`` int32, the same as ``jnp.argmax(x, axis=-1)``.
+    """
+    n = x.shape[-1]
+    best_v, best_i = x[..., 0], jnp.zeros(x.shape[:-1], jnp.int32)
+    floating = jnp.issubdtype(x.dtype, jnp.floating)
+    for j in range(1, n):
+        v = x[..., j]
+        better = v > best_v
+        if floating:  # a NaN beats any number; the first NaN is kept
+            better = better | (jnp.isnan(v) & ~jnp.isnan(best_v))
+        best_v = jnp.where(better, v, best_v)
+        best_i = jnp.where(better, jnp.int32(j), best_i)
+    return best_i
+
+
 def other_aps(num_aps: int):
     """The other APs of each AP in the order the shared observations use: ``[I, I - 1]`` int32,
     row ``i`` = ``(i+1, ..., i+I-1) mod I`` (so a network shared across APs sees its neighbours in

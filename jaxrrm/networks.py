@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from .config import EnvConfig
+from .env import argmax_first
 
 #: Logit / Q-value given to masked actions: far below any real value, yet finite (see module doc).
 MASK_VALUE = -1e9
@@ -229,7 +230,7 @@ def masked_argmax(x, mask):
 
     If a row has no valid action (cannot happen with ``allow_idle``), returns 0.
     """
-    return jnp.argmax(mask_logits(x, mask), axis=-1).astype(jnp.int32)
+    return argmax_first(mask_logits(x, mask))
 
 
 def masked_log_softmax(logits, mask):

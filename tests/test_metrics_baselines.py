@@ -405,3 +405,26 @@ def test_baseline_ranking_over_many_episodes():
     # TDM and full reuse are fairer than random: higher 5th-percentile rate
     assert m["full_reuse"]["p5_rate"] > m["random"]["p5_rate"], m
     assert masked == {"random": 0, "full_reuse": 0, "tdm": 0}
+
+
+def test_argmax_first_is_jnp_argmax():
+    """env.argmax_first == jnp.argmax on the last axis: random floats with many ties (values
+    from a small set), -inf rows, NaNs (the first NaN wins, as in jnp.argmax), ints, n = 1, and
+    under vmap with the batch axis last (the episodes-last rollout's use)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxrrm.env import argmax_first
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 7):
+        x = rng.choice(np.array([-np.inf, -1.0, 0.0, 0.5, 2.0], np.float32), size=(500, 3, n))
+        x[rng.random(x.shape) < 0.05] = np.nan
+        x[0] = -np.inf
+        np.testing.assert_array_equal(argmax_first(jnp.asarray(x)), jnp.argmax(x, axis=-1))
+        xi = rng.integers(-3, 3, size=(200, n)).astype(np.int32)
+        np.testing.assert_array_equal(argmax_first(jnp.asarray(xi)), jnp.argmax(xi, axis=-1))
+        last = jnp.moveaxis(jnp.asarray(x), 0, -1)  # [3, n, 500]
+        got = jax.vmap(argmax_first, in_axes=-1, out_axes=-1)(last)
+        np.testing.assert_array_equal(got, jnp.argmax(x, axis=-1).T)
