@@ -38,18 +38,14 @@ def positive_int(text: str) -> int:
 
 
 def seed_int(text: str) -> int:
-    """An argparse type: a PRNG seed, an integer in ``[0, MAX_SEED]``
-    (:data:`jaxrrm.config.MAX_SEED`; larger ones would wrap around in ``jax.random.key``)."""
-    from jaxrrm.config import MAX_SEED
+    """An argparse type: a PRNG seed as :func:`jaxrrm.config.check_seed` accepts it (the
+    message names :data:`jaxrrm.config.SEED_RANGE`)."""
+    from jaxrrm.config import SEED_RANGE, check_seed
 
     try:
-        value = int(text)
+        return check_seed(int(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, {MAX_SEED}], got "
-                                         f"{text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, {MAX_SEED}], got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected {SEED_RANGE}, got {text!r}") from None
 
 
 def number_in(low: float, high: float = float("inf"), low_open: bool = False):

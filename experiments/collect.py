@@ -31,7 +31,7 @@ def _behaviours():
 
 def build_parser() -> argparse.ArgumentParser:
     from experiments.cli import add_env_argument, number_in, positive_int, seed_int
-    from jaxrrm.config import MAX_SEED
+    from jaxrrm.config import SEED_RANGE
 
     names = _behaviours()
     p = argparse.ArgumentParser(
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=positive_int, required=True,
                    help="number of transitions (time steps of the game)")
     p.add_argument("--seed", type=seed_int, default=0,
-                   help=f"PRNG seed of the collection, an integer in [0, {MAX_SEED}]")
+                   help=f"PRNG seed of the collection, {SEED_RANGE}")
     p.add_argument("--epsilon", type=number_in(0.0, 1.0), default=None,
                    help="per-AP probability of a uniformly random valid action (exploration; "
                         "default 0; online learners: only with --source policy)")

@@ -91,7 +91,7 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     the default of ``--seeds``."""
     from experiments.cli import add_env_argument, number_in, positive_int, seed_int, widths
     from jaxrrm import pipeline
-    from jaxrrm.config import MAX_SEED
+    from jaxrrm.config import SEED_RANGE
 
     unknown = set(omit) - set(OMITTABLE)
     if unknown:
@@ -156,7 +156,7 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
 
     cli_distributed.add_arguments(p)
     p.add_argument("--seed", type=seed_int, default=0,
-                   help=f"base PRNG seed of the run, an integer in [0, {MAX_SEED}]")
+                   help=f"base PRNG seed of the run, {SEED_RANGE}")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: results/<experiment>/<timestamp>); must not "
                         "exist")
