@@ -175,10 +175,9 @@ def compile_cache_dir() -> Path:
 
 def enable_compile_cache(directory: Optional[Path] = None) -> Optional[Path]:
     """Turn on JAX's persistent compilation cache in ``directory`` (default
-    :func:`compile_cache_dir`) for programs that took at least one second to compile (the
-    learners' chunks take 20-60 s on a laptop CPU). Returns the directory, or None when it
-    cannot be made (the run then compiles as usual). ``JAXRRM_NO_COMPILE_CACHE=1`` turns it
-    off as ``--no-compile-cache`` does."""
+    :func:`compile_cache_dir`) for programs that took at least one second to compile. Returns
+    the directory, or None when it cannot be made (the run then compiles as usual).
+    ``JAXRRM_NO_COMPILE_CACHE=1`` turns it off as ``--no-compile-cache`` does."""
     import jax
 
     if os.environ.get("JAXRRM_NO_COMPILE_CACHE", "") not in ("", "0"):
@@ -256,9 +255,8 @@ def cli_main(build_parser, run, argv=None, interrupted: str = "interrupted") -> 
 def exit_process(code: int) -> None:
     """End a CLI process with ``code``. After Ctrl-C (130) the process ends at once with
     ``os._exit`` once the output streams are flushed: the run has already removed what it had
-    half written, and skipping interpreter finalization avoids tearing down JAX / XLA objects
-    while XLA's worker threads may still run an interrupted computation (which ended in a
-    ``free(): corrupted unsorted chunks`` abort instead of exit 130)."""
+    half written, and skipping interpreter finalization never tears down JAX / XLA objects
+    while XLA's worker threads may still run an interrupted computation (docs/design.md §5)."""
     if code == 130:
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -6,8 +6,8 @@ capture, from which information.
 
 The exhaustive oracle (:func:`jaxrrm.baselines.make` ``"exhaustive"``) reads the true channel and
 picks, every slot, the joint action of largest instantaneous reward; the best heuristic is the
-non-oracle baseline of largest score in the same environment (``reward_greedy`` in the default
-geometry, ``tdm`` when the APs are close). For every environment (``--areas``) and observation
+non-oracle baseline of largest score in the same environment, on the same test episodes
+(:func:`jaxrrm.compare.best_heuristic`). For every environment (``--areas``) and observation
 kind (``--observations``, the :class:`~jaxrrm.EnvConfig` options of :data:`OBSERVATIONS`) the
 study rolls the oracle out as an **expert dataset** (``--expert-size`` transitions, ε = 0) and
 trains on it

@@ -11,8 +11,9 @@
 3. evaluates every learner (greedy, after the last update), the behaviour policy and the
    baselines on the same held-out test episodes of each seed (paired), and reports docs/design.md
    §3's metrics as mean ± 95% CI over seeds, relative score seed by seed against TDM, and every
-   method against the best heuristic (the non-oracle baseline of largest mean score, which
-   ``reward_greedy`` usually is): paired score difference and the fraction of the exhaustive
+   method against the best heuristic (the non-oracle baseline of largest mean score on these
+   test episodes, :func:`jaxrrm.compare.best_heuristic`): paired score difference and the
+   fraction of the exhaustive
    oracle's headroom it captures (``summary.json["versus_best_heuristic"]``).
 
 Outputs (written atomically to ``--out``): ``config.json``, ``summary.json``, ``summary.csv``,

@@ -51,7 +51,7 @@ class Preset:
 
 
 PRESETS = {
-    # 2-core laptop CPU: about a quarter of an hour for 16 seeds (README, benchmarks/).
+    # Sized for a 2-core laptop CPU (its wall time: benchmarks/ANALYSIS.md).
     "default": Preset(episodes=64, dataset_size=100_000, behaviour_train_steps=128_000,
                       hidden=(64, 64), updates=3_000, batch_size=256, chunk_size=500,
                       eval_every_chunks=2),
@@ -59,7 +59,7 @@ PRESETS = {
     "paper": Preset(episodes=512, dataset_size=320_000, behaviour_train_steps=320_000,
                     hidden=(256, 256), updates=30_000, batch_size=256, chunk_size=1_000,
                     eval_every_chunks=5),
-    # --quick: a smoke run of every stage in about a minute.
+    # --quick: a smoke run of every stage at tiny sizes.
     "quick": Preset(episodes=8, dataset_size=6_400, behaviour_train_steps=6_400,
                     hidden=(32, 32), updates=100, batch_size=64, chunk_size=50,
                     eval_every_chunks=1, seeds=2, horizon=50),
@@ -245,9 +245,11 @@ class Run:
 
 
 def fast_compile_for_quick(args) -> None:
-    """With ``--quick``, lower the XLA CPU backend's optimisation level (compilation about 5x
-    faster; numerics stay IEEE float32): a smoke run is dominated by compiling a dozen programs.
-    Only effective before JAX's backend starts, i.e. when called first thing in a process."""
+    """With ``--quick``, lower the XLA CPU backend's optimisation level
+    (``--xla_backend_optimization_level=0`` in ``XLA_FLAGS``, unless the flag is set already):
+    faster compilation, slower execution, numerics still IEEE float32; for a smoke run, which
+    compiles many programs and runs each briefly. Only effective before JAX's backend starts,
+    i.e. when called first thing in a process (figures: benchmarks/ANALYSIS.md)."""
     import os
 
     flags = os.environ.get("XLA_FLAGS", "")
@@ -601,8 +603,8 @@ def run_study(args, run_: Run, variants: Sequence[Variant], *, learners: Sequenc
 
 
 #: Baselines the studies evaluate by default (``tdm`` is always added: the relative score's
-#: reference); ``reward_greedy`` is the best decentralized heuristic in the default scenario,
-#: ``full_reuse`` the PF rule it generalizes, ``exhaustive`` the per-slot oracle.
+#: reference): ``reward_greedy`` (the PF reward's own weighting), ``full_reuse`` (the PF rule
+#: it generalizes) and ``exhaustive`` (the per-slot oracle).
 STUDY_BASELINES = ("full_reuse", "reward_greedy", "exhaustive")
 
 #: Seeds of a study by default (the main job's 16 would double every study's cost).
