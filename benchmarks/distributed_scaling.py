@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
-    from experiments.cli import machine_info
+    from experiments.outputs import machine_info
 
     if args.platform == "cpu":
         counts = args.devices or [1, 2, 4]

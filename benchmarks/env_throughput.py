@@ -320,7 +320,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from experiments.cli import machine_info
+    from experiments.outputs import machine_info
 
     kw = {k: v for k, v in dict(num_aps=args.num_aps, num_ues=args.num_ues,
                                 horizon=args.horizon).items() if v is not None}

@@ -170,7 +170,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from experiments.cli import machine_info
+    from experiments.outputs import machine_info
 
     t_start = time.perf_counter()
     sizes = DRY if args.dry_run else FULL

@@ -350,7 +350,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from experiments.cli import machine_info
+    from experiments.outputs import machine_info
     from jaxrrm import EnvConfig, EnvParams, data
     from jaxrrm.algos import cql
     from jaxrrm.algos.common import NetConfig

@@ -23,16 +23,15 @@ from pathlib import Path
 
 
 def _behaviours():
-    """Baselines and random walk (:data:`jaxrrm.data.BEHAVIOURS`), then the online learners."""
-    from jaxrrm import data
-    from jaxrrm.algos import ONLINE_LEARNERS
+    """Baselines and random walk, then the online learners (:data:`jaxrrm.pipeline.BEHAVIOURS`)."""
+    from jaxrrm.pipeline import BEHAVIOURS
 
-    return list(data.BEHAVIOURS) + [n for n in ONLINE_LEARNERS if n not in data.BEHAVIOURS]
+    return list(BEHAVIOURS)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from experiments.cli import add_env_argument, number_in, positive_int, seed_int
-    from jaxrrm.config import MAX_SEED
+    from jaxrrm.config import SEED_RANGE
 
     names = _behaviours()
     p = argparse.ArgumentParser(
@@ -44,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=positive_int, required=True,
                    help="number of transitions (time steps of the game)")
     p.add_argument("--seed", type=seed_int, default=0,
-                   help=f"PRNG seed of the collection, an integer in [0, {MAX_SEED}]")
+                   help=f"PRNG seed of the collection, {SEED_RANGE}")
     p.add_argument("--epsilon", type=number_in(0.0, 1.0), default=None,
                    help="per-AP probability of a uniformly random valid action (exploration; "
                         "default 0; online learners: only with --source policy)")
@@ -76,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> Path:
-    from experiments import cli
+    from experiments import cli, outputs
     from jaxrrm import data
 
     names = _behaviours()
@@ -102,8 +101,8 @@ def run(args) -> Path:
                                   "only with --source policy (the stream is the training run's "
                                   "own transitions)")
     args.epsilon = 0.0 if args.epsilon is None else args.epsilon
-    cli.check_output_path(args.out, args.overwrite, is_ours=data.is_dataset_dir,
-                             what="a dataset directory written by jaxrrm")
+    outputs.check_output_path(args.out, args.overwrite, is_ours=data.is_dataset_dir,
+                              what="a dataset directory written by jaxrrm")
     cfg, params = cli.make_env(args.env)
     if online:
         return _collect_online(args, cfg, params)
@@ -129,8 +128,8 @@ def run(args) -> Path:
     except data.DatasetExistsError as e:
         raise cli.CliError(str(e)) from None
     mean_r = float(dataset.reward.mean())
-    print(f"{args.size} transitions of {args.behaviour} (epsilon {args.epsilon}) in {seconds:.1f} s,"
-          f" mean reward {mean_r:.3f}; written to {args.out}")
+    print(f"{args.size} transitions of {args.behaviour} (epsilon {args.epsilon}) in "
+          f"{seconds:.1f} s, mean reward {mean_r:.3f}; written to {args.out}")
     return args.out
 
 

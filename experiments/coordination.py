@@ -6,8 +6,8 @@ capture, from which information.
 
 The exhaustive oracle (:func:`jaxrrm.baselines.make` ``"exhaustive"``) reads the true channel and
 picks, every slot, the joint action of largest instantaneous reward; the best heuristic is the
-non-oracle baseline of largest score in the same environment (``reward_greedy`` in the default
-geometry, ``tdm`` when the APs are close). For every environment (``--areas``) and observation
+non-oracle baseline of largest score in the same environment, on the same test episodes
+(:func:`jaxrrm.compare.best_heuristic`). For every environment (``--areas``) and observation
 kind (``--observations``, the :class:`~jaxrrm.EnvConfig` options of :data:`OBSERVATIONS`) the
 study rolls the oracle out as an **expert dataset** (``--expert-size`` transitions, ε = 0) and
 trains on it
@@ -28,7 +28,7 @@ cloning cannot, and C-BC to compare with.
 Every method is compared with the best heuristic of its environment on the same test episodes
 (paired per seed): score difference in Mbit/s and in %, and the **fraction of the headroom
 captured**, ``(score - best heuristic) / (oracle - best heuristic)`` per seed, mean ± 95% CI
-(:func:`jaxrrm.pipeline.headroom_fraction`). summary.json's ``"coordination"`` holds, per
+(:func:`jaxrrm.metrics.headroom_fraction`). summary.json's ``"coordination"`` holds, per
 variant, the best heuristic, the oracle and every method's entry; the printed ceiling table
 is the same.
 
@@ -154,17 +154,17 @@ def execution_of(label: str, method: str, variants) -> str:
 
 def ceilings(results, variants) -> dict:
     """Per variant: every method against its environment's best heuristic and oracle
-    (:func:`jaxrrm.pipeline.versus_best_heuristic` on the variant's methods), with each
+    (:func:`jaxrrm.compare.versus_best_heuristic` on the variant's methods), with each
     learner's execution (:func:`execution_of`)."""
     from experiments.runner import LEARNERS
-    from jaxrrm import pipeline
+    from jaxrrm import compare
 
     out = {}
     for v in variants:
         prefix = f"{v.label} / "
         per_seed = {k[len(prefix):]: r.per_seed for k, r in results.items()
                     if k.startswith(prefix)}
-        vs = pipeline.versus_best_heuristic(per_seed)
+        vs = compare.versus_best_heuristic(per_seed)
         if vs is not None:
             vs["scores"] = {n: float(m["score"].mean()) for n, m in per_seed.items()}
             vs["execution"] = {n: execution_of(v.label, n, variants) for n in vs["methods"]
@@ -174,7 +174,8 @@ def ceilings(results, variants) -> dict:
 
 
 def print_ceilings(table: dict) -> None:
-    from experiments.runner import LEARNERS, fmt_headroom
+    from experiments.runner import LEARNERS
+    from experiments.tables import fmt_headroom
 
     learner_names = set(LEARNERS.values())
     print("\nceilings: score, paired difference to the best heuristic, fraction of the "

@@ -72,8 +72,9 @@ def _finite(text: str) -> float:
 
 
 def run(args):
-    from experiments import cli, runner
+    from experiments import cli, plots, runner
     from jaxrrm.config import check_feasible
+    from jaxrrm import compare
 
     run_ = runner.resolve(args, "coupling")  # first: it may set XLA flags for --quick
     if not {"ctde", "centralized"} <= set(args.learners):
@@ -93,10 +94,10 @@ def run(args):
     ctde, central = runner.LEARNERS["ctde"], runner.LEARNERS["centralized"]
 
     def analyse(results, summary, rows):
-        gaps = [{"value": v.value, "ctde_minus_centralized": runner.paired(
+        gaps = [{"value": v.value, "ctde_minus_centralized": compare.paired(
             results, f"{v.label} / {ctde}", f"{v.label} / {central}"),
-            "relative": runner.paired(results, f"{v.label} / {ctde}",
-                                      f"{v.label} / {central}", "relative_score")}
+            "relative": compare.paired(results, f"{v.label} / {ctde}",
+                                       f"{v.label} / {central}", "relative_score")}
             for v in variants]
         behind = None
         for i in range(len(gaps)):
@@ -107,8 +108,8 @@ def run(args):
                              "falls_behind_at": behind}}
 
     def plot(out, summary, rows, title):
-        cli.plot_sweep(out.file("coupling.png"), rows, axis, "relative_score",
-                          categorical=True, title=title)
+        plots.plot_sweep(out.file("coupling.png"), rows, axis, "relative_score",
+                         categorical=True, title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
                                    baselines=args.baselines, sweep_key="sweep",

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args):
-    from experiments import cli, runner
+    from experiments import plots, runner, tables
+    from jaxrrm import compare
 
     run_ = runner.resolve(args, "cql_alpha")  # first: it may set XLA flags for --quick
     alphas = runner.sweep_values(args, "--alphas", ALPHAS)
@@ -63,21 +64,21 @@ def run(args):
             best = max(rs, key=lambda r: r["score"]["mean"])
             entry = {"best_alpha": best["value"], "best_score": best["score"]}
             if 0.0 in alphas and best["value"] != 0.0:
-                entry["alpha0_minus_best"] = runner.paired(
+                entry["alpha0_minus_best"] = compare.paired(
                     results, f"alpha=0 / {method}", best["label"])
             out[method] = entry
         return {"alpha": out}
 
     def plot(out, summary, rows, title):
         refs = {n: summary[n] for n in summary if " / " not in n}
-        cli.plot_sweep(out.file("cql_alpha.png"), rows, "CQL weight α", "score", refs,
-                          xscale="symlog", title=title)
+        plots.plot_sweep(out.file("cql_alpha.png"), rows, "CQL weight α", "score", refs,
+                         xscale="symlog", title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
                                    baselines=args.baselines, sweep_key="sweep",
                                    value_name="cql_alpha", plot=plot, analyse=analyse)
     for method, e in extra["alpha"].items():
-        line = f"{method}: best α = {e['best_alpha']:g} ({cli.fmt_ci(e['best_score'])})"
+        line = f"{method}: best α = {e['best_alpha']:g} ({tables.fmt_ci(e['best_score'])})"
         if "alpha0_minus_best" in e:
             d = e["alpha0_minus_best"]
             line += (f"; α = 0 minus best: {d['mean']:.2f} ± {d['ci95']:.2f} Mbit/s "

@@ -11,8 +11,9 @@
 3. evaluates every learner (greedy, after the last update), the behaviour policy and the
    baselines on the same held-out test episodes of each seed (paired), and reports docs/design.md
    §3's metrics as mean ± 95% CI over seeds, relative score seed by seed against TDM, and every
-   method against the best heuristic (the non-oracle baseline of largest mean score, which
-   ``reward_greedy`` usually is): paired score difference and the fraction of the exhaustive
+   method against the best heuristic (the non-oracle baseline of largest mean score on these
+   test episodes, :func:`jaxrrm.compare.best_heuristic`): paired score difference and the
+   fraction of the exhaustive
    oracle's headroom it captures (``summary.json["versus_best_heuristic"]``).
 
 Outputs (written atomically to ``--out``): ``config.json``, ``summary.json``, ``summary.csv``,
@@ -51,31 +52,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> Path:
-    from experiments import cli, runner
+    from experiments import outputs, runner, tables
 
     run_ = runner.resolve(args, "ctde")  # first: it may set XLA flags for --quick
 
     import jax
 
-    from jaxrrm import evaluate, pipeline
+    from jaxrrm import compare, evaluate
 
     names = list(dict.fromkeys(["tdm"] + list(args.baselines)))
     learner_cfgs = {runner.LEARNERS[n]: run_.learner_config(n) for n in args.learners}
-    out = cli.OutputDir(args.out or cli.default_out_dir("ctde"), overwrite=args.overwrite)
+    out = outputs.OutputDir(args.out or outputs.default_out_dir("ctde"), overwrite=args.overwrite)
     try:
         test_keys = evaluate.seed_keys(args.seed, run_.seeds)
         results = runner.evaluate_fixed(run_, names, test_keys)
         beh = runner.dataset(run_)
         if beh.policy is not None and not args.no_behaviour:
             label = f"behaviour ({run_.spec.behaviour})"
-            results[label] = pipeline.evaluate_policy(beh.policy, test_keys, run_.cfg,
-                                                      run_.params, run_.episodes, mesh=run_.mesh)
+            results[label] = compare.evaluate_policy(beh.policy, test_keys, run_.cfg,
+                                                     run_.params, run_.episodes, mesh=run_.mesh)
         train_key = jax.random.fold_in(jax.random.key(args.seed), 0x0FF1)
         for label, lc in learner_cfgs.items():
             results[label] = runner.train_learner(run_, label, lc, beh, test_keys, train_key)
-        summary = pipeline.summarize(results, "tdm")
-        versus = pipeline.versus_best_heuristic({n: r.per_seed for n, r in results.items()})
-        runner.write_outputs(out, run_, results, summary, plots=not args.no_plots, extra_summary={
+        summary = compare.summarize(results, "tdm")
+        versus = compare.versus_best_heuristic({n: r.per_seed for n, r in results.items()})
+        outputs.write_outputs(out, run_, results, summary, plots=not args.no_plots, extra_summary={
             "versus_best_heuristic": versus,
             "dataset": {"path": str(beh.path), "fingerprint": beh.meta.get("fingerprint"),
                         "built": beh.built, "seconds": beh.seconds,
@@ -84,8 +85,8 @@ def run(args) -> Path:
     except BaseException:
         out.abort()
         raise
-    runner.print_table(run_, summary, results, path)
-    runner.print_versus(versus)
+    tables.print_table(run_, summary, results, path)
+    tables.print_versus(versus)
     return path
 
 

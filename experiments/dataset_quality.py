@@ -51,23 +51,23 @@ def ranking_test(per_seed, labels) -> dict:
     ``labels`` maps each behaviour to the label of one learner trained on its dataset;
     ``per_seed`` maps a label to its per-seed metrics. All were evaluated on the same test
     episodes, so neighbours in the ranking are compared by the paired per-seed score difference
-    (mean ± 95% CI, :func:`pipeline.paired_difference`). ``strict`` is true when every
+    (mean ± 95% CI, :func:`metrics.paired_difference`). ``strict`` is true when every
     neighbouring difference is significantly positive.
     """
-    from jaxrrm import pipeline
+    from jaxrrm import metrics
 
     order = sorted(labels, key=lambda b: -float(sum(per_seed[labels[b]]["score"]))
                    / len(per_seed[labels[b]]["score"]))
     steps = [{"better": hi, "worse": lo,
-              "score": pipeline.paired_difference(per_seed[labels[hi]]["score"],
-                                                  per_seed[labels[lo]]["score"])}
+              "score": metrics.paired_difference(per_seed[labels[hi]]["score"],
+                                                 per_seed[labels[lo]]["score"])}
              for hi, lo in zip(order[:-1], order[1:])]
     return {"order": order, "steps": steps,
             "strict": all(s["score"]["sign"] == 1 for s in steps)}
 
 
 def run(args):
-    from experiments import cli, runner
+    from experiments import plots, runner
 
     run_ = runner.resolve(args, "dataset_quality")  # first: it may set XLA flags for --quick
     behaviours = runner.sweep_values(args, "--behaviours", BEHAVIOURS)
@@ -89,8 +89,8 @@ def run(args):
 
     def plot(out, summary, rows, title):
         refs = {n: summary[n] for n in summary if " / " not in n}
-        cli.plot_sweep(out.file("dataset_quality.png"), rows, "behaviour policy of the dataset",
-                          "score", refs, categorical=True, title=title)
+        plots.plot_sweep(out.file("dataset_quality.png"), rows, "behaviour policy of the dataset",
+                         "score", refs, categorical=True, title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
                                    baselines=args.baselines, sweep_key="sweep",

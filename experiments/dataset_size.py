@@ -7,7 +7,7 @@ transitions, and where performance saturates.
 
 The behaviour dataset is made once, for the largest size (an online behaviour trains for at
 least that many transitions; cached in ``--data-dir``), and each smaller dataset is its last
-``n`` transitions (:func:`jaxrrm.pipeline.last_transitions`): the datasets are nested and each
+``n`` transitions (:func:`jaxrrm.data.last_transitions`): the datasets are nested and each
 is the best-trained part of the behaviour's stream, as a dataset of that size from the same
 training run would be. The learners are trained on every size (the same number of updates) and
 evaluated with the baselines on the same test episodes.
@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args):
-    from experiments import cli, runner
-    from jaxrrm import pipeline
+    from experiments import plots, runner
+    from jaxrrm import compare, data
 
     run_ = runner.resolve(args, "dataset_size")  # first: it may set XLA flags for --quick
     sizes = sorted(runner.sweep_values(args, "--sizes", SIZES))
@@ -64,7 +64,7 @@ def run(args):
             if "beh" not in largest:
                 largest["beh"] = runner.dataset(run_, run_.spec)
             beh = largest["beh"]
-            return beh._replace(dataset=pipeline.last_transitions(beh.dataset, n),
+            return beh._replace(dataset=data.last_transitions(beh.dataset, n),
                                 meta={**beh.meta, "tail_of": beh.dataset.size})
         return get
 
@@ -76,8 +76,8 @@ def run(args):
         for name in args.learners:
             method = runner.LEARNERS[name]
             big = f"size={sizes[-1]} / {method}"
-            diffs = [{"size": n, "minus_largest": runner.paired(results, f"size={n} / {method}",
-                                                                big)} for n in sizes]
+            diffs = [{"size": n, "minus_largest": compare.paired(results, f"size={n} / {method}",
+                                                                 big)} for n in sizes]
             sat = sizes[-1]
             for i in range(len(sizes)):
                 if all(d["minus_largest"]["sign"] >= 0 for d in diffs[i:]):
@@ -88,8 +88,8 @@ def run(args):
 
     def plot(out, summary, rows, title):
         refs = {n: summary[n] for n in summary if " / " not in n}
-        cli.plot_sweep(out.file("dataset_size.png"), rows, "dataset size [transitions]",
-                          "score", refs, xscale="log", title=title)
+        plots.plot_sweep(out.file("dataset_size.png"), rows, "dataset size [transitions]",
+                         "score", refs, xscale="log", title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
                                    baselines=args.baselines, sweep_key="sweep",

@@ -52,14 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args):
-    from experiments import cli, runner
+    from experiments import cli, outputs, plots, runner, tables
     from jaxrrm.config import check_feasible
 
     run_ = runner.resolve(args, "dynamic_users")  # first: it may set XLA flags for --quick
 
     import jax
 
-    from jaxrrm import evaluate, pipeline
+    from jaxrrm import compare, evaluate, metrics
 
     if run_.cfg.mobility:
         raise cli.CliError("--env mobility=true: the training environment of this study is "
@@ -78,8 +78,8 @@ def run(args):
     names = list(dict.fromkeys(["tdm"] + list(args.baselines)))
     learner_cfgs = {runner.LEARNERS[n]: run_.learner_config(n) for n in args.learners}
 
-    out = cli.OutputDir(args.out or cli.default_out_dir("dynamic_users"),
-                           overwrite=args.overwrite)
+    out = outputs.OutputDir(args.out or outputs.default_out_dir("dynamic_users"),
+                            overwrite=args.overwrite)
     try:
         test_keys = evaluate.seed_keys(args.seed, run_.seeds)
         train_key = jax.random.fold_in(jax.random.key(args.seed), 0x0FF1)
@@ -95,8 +95,8 @@ def run(args):
         results = {f"{e} / {m}": r for e, ms in by_env.items() for m, r in ms.items()}
         summary = {}
         for e, ms in by_env.items():
-            summary.update(pipeline.summarize({f"{e} / {m}": r for m, r in ms.items()},
-                                              f"{e} / tdm"))
+            summary.update(compare.summarize({f"{e} / {m}": r for m, r in ms.items()},
+                                             f"{e} / tdm"))
         rows = [{"value": e, "test_env": e, "mobility": envs[e][2] is not None,
                  "ue_speed_mps": float(envs[e][1].ue_speed_mps), "method": m,
                  "label": f"{e} / {m}", "kind": "baseline" if m in names else "learner",
@@ -107,37 +107,37 @@ def run(args):
             entries = []
             for e in list(envs)[1:]:
                 entry = {"test_env": e, "ue_speed_mps": envs[e][2],
-                         "relative_score_change": pipeline.paired_difference(
+                         "relative_score_change": metrics.paired_difference(
                              results[f"{e} / {method}"].per_seed["relative_score"],
                              results[f"static / {method}"].per_seed["relative_score"])}
-                best = pipeline.best_heuristic({m: r.per_seed for m, r in by_env[e].items()
-                                                if m in names})
+                best = compare.best_heuristic({m: r.per_seed for m, r in by_env[e].items()
+                                               if m in names})
                 if best is not None:
                     entry["minus_best_heuristic"] = {
-                        "baseline": best, **runner.paired(results, f"{e} / {method}",
-                                                          f"{e} / {best}")}
+                        "baseline": best, **compare.paired(results, f"{e} / {method}",
+                                                           f"{e} / {best}")}
                 entries.append(entry)
             mobility[method] = entries
         extra = {"sweep": {"parameter": "test environment", "values": list(envs), "rows": rows},
                  "mobility": mobility, "dataset": runner.dataset_info(beh)}
-        runner.write_outputs(out, run_, results, summary, extra_summary=extra,
-                             plots=not args.no_plots,
-                             extra_config={"study": {"parameter": "ue_speed_mps",
-                                                     "values": speeds,
-                                                     "test_envs": list(envs)}})
+        outputs.write_outputs(out, run_, results, summary, extra_summary=extra,
+                              plots=not args.no_plots,
+                              extra_config={"study": {"parameter": "ue_speed_mps",
+                                                      "values": speeds,
+                                                      "test_envs": list(envs)}})
         if not args.no_plots:
             cfg = run_.cfg
-            cli.plot_sweep(out.file("dynamic_users.png"), rows,
-                              "test environment (trained on the static one)", "relative_score",
-                              categorical=True,
-                              title=f"{cfg.num_aps} APs, {cfg.num_ues} UEs, {run_.seeds} seeds "
-                                    f"x {run_.episodes} episodes")
+            plots.plot_sweep(out.file("dynamic_users.png"), rows,
+                             "test environment (trained on the static one)", "relative_score",
+                             categorical=True,
+                             title=f"{cfg.num_aps} APs, {cfg.num_ues} UEs, {run_.seeds} seeds "
+                                   f"x {run_.episodes} episodes")
         path = out.commit()
     except BaseException:
         out.abort()
         raise
-    runner.print_table(run_, summary, results, path)
-    runner.print_sweep(rows, "test env")
+    tables.print_table(run_, summary, results, path)
+    tables.print_sweep(rows, "test env")
     for method, entries in mobility.items():
         for e in entries:
             d = e["relative_score_change"]

@@ -59,16 +59,16 @@ def trade_off(per_seed, labels) -> dict:
 
     ``per_seed`` maps a method label to its per-seed metrics (``{"sum_rate": [S], "p5_rate":
     [S], ...}``), every label evaluated on the same test episodes, so neighbouring λ's are
-    compared by paired per-seed differences (mean ± 95% CI, :func:`pipeline.paired_difference`).
+    compared by paired per-seed differences (mean ± 95% CI, :func:`metrics.paired_difference`).
     ``monotone`` is true when every step lowers the sum rate *and* raises the 5%-rate
     significantly; ``same_direction`` when every step's means move that way.
     """
-    from jaxrrm import pipeline
+    from jaxrrm import metrics
 
     steps = []
     for lo, hi in zip(labels[:-1], labels[1:]):
         steps.append({"from": lo, "to": hi, **{
-            key: pipeline.paired_difference(per_seed[hi][key], per_seed[lo][key])
+            key: metrics.paired_difference(per_seed[hi][key], per_seed[lo][key])
             for key in ("sum_rate", "p5_rate")}})
     return {"steps": steps,
             "same_direction": all(s["sum_rate"]["mean"] < 0 < s["p5_rate"]["mean"]
@@ -78,7 +78,7 @@ def trade_off(per_seed, labels) -> dict:
 
 
 def run(args):
-    from experiments import cli, runner
+    from experiments import plots, runner
 
     run_ = runner.resolve(args, "lambda_sweep")  # first: it may set XLA flags for --quick
     lambdas = sorted(runner.sweep_values(args, "--lambdas", LAMBDAS))  # trade_off: increasing λ
@@ -108,9 +108,9 @@ def run(args):
         refs = {r["method"]: summary[r["label"]] for r in rows
                 if r["kind"] == "baseline" and r["method"] in LAMBDA_FREE
                 and r["variant"] == first}
-        cli.plot_frontier(out.file("lambda_frontier.png"), dependent, refs, title=title)
-        cli.plot_sweep(out.file("lambda_score.png"), dependent, "PF exponent λ", "score",
-                          refs, title=title)
+        plots.plot_frontier(out.file("lambda_frontier.png"), dependent, refs, title=title)
+        plots.plot_sweep(out.file("lambda_score.png"), dependent, "PF exponent λ", "score",
+                         refs, title=title)
 
     path, extra = runner.run_study(args, run_, variants, learners=args.learners,
                                    baselines=args.baselines, sweep_key="sweep",

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args):
-    from experiments import cli, runner
+    from experiments import cli, outputs, plots, runner, tables
 
     run_ = runner.resolve(args, "reward_design")  # first: it may set XLA flags for --quick
 
@@ -61,7 +61,7 @@ def run(args):
     import numpy as np
 
     from jaxrrm import baselines as baselines_lib
-    from jaxrrm import evaluate, pipeline
+    from jaxrrm import compare, evaluate
 
     rewards = runner.sweep_values(args, "--rewards", {k: REWARDS for k in
                                                        ("default", "paper", "quick")})
@@ -69,8 +69,8 @@ def run(args):
     names = list(dict.fromkeys(["tdm"] + list(args.baselines)))
     learner_cfgs = {runner.LEARNERS[n]: run_.learner_config(n) for n in args.learners}
 
-    out = cli.OutputDir(args.out or cli.default_out_dir("reward_design"),
-                           overwrite=args.overwrite)
+    out = outputs.OutputDir(args.out or outputs.default_out_dir("reward_design"),
+                            overwrite=args.overwrite)
     try:
         test_keys = evaluate.seed_keys(args.seed, run_.seeds)
         train_key = jax.random.fold_in(jax.random.key(args.seed), 0x0FF1)
@@ -84,8 +84,8 @@ def run(args):
                 pol = baselines_lib.make(b, env[r or "pf"][0])
             except ValueError as e:
                 raise cli.CliError(str(e)) from None
-            evals[label] = {e: pipeline.evaluate_policy(pol, test_keys, c, p, run_.episodes,
-                                                            mesh=run_.mesh)
+            evals[label] = {e: compare.evaluate_policy(pol, test_keys, c, p, run_.episodes,
+                                                       mesh=run_.mesh)
                             for e, (c, p) in env.items()}
             trained_on[label] = r
         datasets = {}
@@ -100,7 +100,7 @@ def run(args):
                 trained_on[label] = r
         # Scores come from the PF evaluation; the other rewards only add their returns.
         results = {label: ev["pf"] for label, ev in evals.items()}
-        summary = pipeline.summarize(results, "tdm")
+        summary = compare.summarize(results, "tdm")
         agree = all(np.allclose(ev[e].per_seed["score"], ev["pf"].per_seed["score"],
                                 rtol=1e-5) for ev in evals.values() for e in ev)
         for label, ev in evals.items():
@@ -111,13 +111,13 @@ def run(args):
         section = _analyse(evals, summary, trained_on, learner_cfgs, names, rewards)
         section["scores_agree"] = bool(agree)
         section["datasets"] = datasets
-        runner.write_outputs(out, run_, results, summary,
-                             extra_summary={"reward_design": section}, plots=not args.no_plots,
-                             extra_config={"study": {"parameter": "reward",
-                                                     "values": rewards}})
+        outputs.write_outputs(out, run_, results, summary,
+                              extra_summary={"reward_design": section}, plots=not args.no_plots,
+                              extra_config={"study": {"parameter": "reward",
+                                                      "values": rewards}})
         if not args.no_plots:
             cfg = run_.cfg
-            cli.plot_side_by_side(
+            plots.plot_side_by_side(
                 out.file("reward_design.png"),
                 {r["method"]: {"return_pf": r["return_pf"],
                                "return_log_utility": r["return_log_utility"],
@@ -131,7 +131,7 @@ def run(args):
     except BaseException:
         out.abort()
         raise
-    runner.print_table(run_, summary, results, path)
+    tables.print_table(run_, summary, results, path)
     _print(section)
     return path
 
@@ -145,7 +145,7 @@ def baseline_policies(names, rewards):
 
 
 def _analyse(evals, summary, trained_on, learner_cfgs, baselines, rewards) -> dict:
-    from jaxrrm import pipeline
+    from jaxrrm import metrics
 
     rows = []
     for label in evals:
@@ -167,12 +167,12 @@ def _analyse(evals, summary, trained_on, learner_cfgs, baselines, rewards) -> di
     for method in learner_cfgs:
         for r in rewards:
             label = f"{method} [{r}]"
-            ret = pipeline.paired_difference(evals[label][r].per_seed["return"],
-                                             evals[best][r].per_seed["return"])
-            score = pipeline.paired_difference(evals[label]["pf"].per_seed["score"],
-                                               evals[best]["pf"].per_seed["score"])
-            p5 = pipeline.paired_difference(evals[label]["pf"].per_seed["p5_rate"],
-                                            evals[best]["pf"].per_seed["p5_rate"])
+            ret = metrics.paired_difference(evals[label][r].per_seed["return"],
+                                            evals[best][r].per_seed["return"])
+            score = metrics.paired_difference(evals[label]["pf"].per_seed["score"],
+                                              evals[best]["pf"].per_seed["score"])
+            p5 = metrics.paired_difference(evals[label]["pf"].per_seed["p5_rate"],
+                                           evals[best]["pf"].per_seed["p5_rate"])
             gaming[label] = {"reference": best, "return_minus_reference": ret,
                              "score_minus_reference": score, "p5_minus_reference": p5,
                              "games_reward": bool(ret["sign"] > 0 and score["sign"] < 0)}
@@ -183,7 +183,7 @@ def _analyse(evals, summary, trained_on, learner_cfgs, baselines, rewards) -> di
 
 
 def _print(section) -> None:
-    from experiments.cli import fmt_ci
+    from experiments.tables import fmt_ci, text_table
 
     print()
     header = ["policy", "trained on", "score [Mbit/s]", "5%-rate", "PF return",
@@ -191,9 +191,7 @@ def _print(section) -> None:
     body = [[r["method"], r["trained_on"] or "-", fmt_ci(r["score"]), fmt_ci(r["p5_rate"], 3),
              fmt_ci(r["return_pf"], 1), fmt_ci(r["return_log_utility"], 3)]
             for r in section["rows"]]
-    widths = [max(len(x[i]) for x in [header] + body) for i in range(len(header))]
-    for line in [header, ["-" * w for w in widths]] + body:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    print(text_table(header, body))
     for label, g in section["gaming"].items():
         r, s = g["return_minus_reference"], g["score_minus_reference"]
         print(f"{label} vs {g['reference']}: return {r['mean']:+.3g} ± {r['ci95']:.2g}, score "

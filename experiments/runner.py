@@ -1,8 +1,11 @@
-"""What the main job and the studies share: presets, the learning-related flags, progress bars
-around :mod:`jaxrrm.pipeline`, and writing a run's tables, files and plots.
+"""The run of the main job and the studies: presets and the learning flags (:func:`resolve` turns
+them into a :class:`Run`), the run's steps with progress bars and one-line user errors (the
+behaviour dataset, the baselines, each learner: :mod:`jaxrrm.pipeline`, :mod:`jaxrrm.compare`),
+and a study's sweep of variants (:class:`Variant`, :func:`run_study`).
 
-No physics or learning here: the pipeline decides what is trained and evaluated; this module
-only turns flags into its configurations and its results into files.
+No physics or learning here: the library decides what is trained and evaluated; this module
+turns flags into its configurations and hands its results to :mod:`experiments.outputs` and
+:mod:`experiments.tables`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from experiments import cli
+from experiments import cli, outputs, tables
 
 #: Learner names of the command line -> the paper's names (also the keys of summary.json).
 LEARNERS = {"ctde": "CTDE-MARL-CQL", "independent": "I-MARL-CQL",
@@ -48,7 +51,7 @@ class Preset:
 
 
 PRESETS = {
-    # 2-core laptop CPU: about a quarter of an hour for 16 seeds (README, benchmarks/).
+    # Sized for a 2-core laptop CPU (its wall time: benchmarks/ANALYSIS.md).
     "default": Preset(episodes=64, dataset_size=100_000, behaviour_train_steps=128_000,
                       hidden=(64, 64), updates=3_000, batch_size=256, chunk_size=500,
                       eval_every_chunks=2),
@@ -56,7 +59,7 @@ PRESETS = {
     "paper": Preset(episodes=512, dataset_size=320_000, behaviour_train_steps=320_000,
                     hidden=(256, 256), updates=30_000, batch_size=256, chunk_size=1_000,
                     eval_every_chunks=5),
-    # --quick: a smoke run of every stage in about a minute.
+    # --quick: a smoke run of every stage at tiny sizes.
     "quick": Preset(episodes=8, dataset_size=6_400, behaviour_train_steps=6_400,
                     hidden=(32, 32), updates=100, batch_size=64, chunk_size=50,
                     eval_every_chunks=1, seeds=2, horizon=50),
@@ -86,9 +89,9 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     ``omit`` leaves out flags of :data:`OMITTABLE` (their defaults are set instead: the learners
     then default to ``learners``); ``learner_choices`` restricts ``--learners``; ``seeds`` is
     the default of ``--seeds``."""
-    from experiments.cli import add_env_argument, number_in, positive_int, seed_int
+    from experiments.cli import add_env_argument, number_in, positive_int, seed_int, widths
     from jaxrrm import pipeline
-    from jaxrrm.config import MAX_SEED
+    from jaxrrm.config import SEED_RANGE
 
     unknown = set(omit) - set(OMITTABLE)
     if unknown:
@@ -136,10 +139,10 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
                    help="gradient updates per seed (default: the preset's)")
     g.add_argument("--batch-size", type=positive_int, default=None,
                    help="minibatch size (default: the preset's)")
-    g.add_argument("--hidden", type=_hidden, default=None, metavar="W,W",
+    g.add_argument("--hidden", type=widths, default=None, metavar="W,W",
                    help="hidden widths of critics and actors, e.g. 256,256 (default: the preset's)")
     if "cql_alpha" not in omit:
-        g.add_argument("--cql-alpha", type=_nonneg_float, default=None,
+        g.add_argument("--cql-alpha", type=number_in(0.0, MAX_CQL_ALPHA), default=None,
                        help="weight of the CQL penalty (0 = plain offline SAC; default 1; only "
                             "for CQL learners)")
     g.add_argument("--backbone", choices=("sac", "dqn"), default=None,
@@ -153,7 +156,7 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
 
     cli_distributed.add_arguments(p)
     p.add_argument("--seed", type=seed_int, default=0,
-                   help=f"base PRNG seed of the run, an integer in [0, {MAX_SEED}]")
+                   help=f"base PRNG seed of the run, {SEED_RANGE}")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: results/<experiment>/<timestamp>); must not "
                         "exist")
@@ -161,30 +164,6 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     cli.add_compile_cache_argument(p)
-
-
-def _hidden(text: str) -> tuple:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected widths like 64,64, got {text!r}") from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive widths like 64,64, got {text!r}")
-    if max(widths) > 65536 or len(widths) > 16:
-        raise argparse.ArgumentTypeError(f"expected at most 16 widths of at most 65536, got "
-                                         f"{text!r}")
-    return widths
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not v >= 0 or v > MAX_CQL_ALPHA:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0 and <= {MAX_CQL_ALPHA:g}, got "
-                                         f"{text!r}")
-    return v
 
 
 @dataclasses.dataclass
@@ -215,19 +194,9 @@ class Run:
 
     def dataset_spec(self, behaviour: Optional[str] = None, size: Optional[int] = None):
         """This run's :class:`~jaxrrm.pipeline.DatasetSpec` with another behaviour and/or size
-        (online behaviours train for ``max(behaviour_train_steps, size)`` transitions)."""
-
-        from jaxrrm import pipeline
-
-        behaviour = behaviour or self.spec.behaviour
-        size = size or self.spec.size
-        online = behaviour in pipeline.ONLINE_LEARNERS
-        try:
-            return self.spec.replace(
-                behaviour=behaviour, size=size,
-                train_steps=max(self.behaviour_train_steps, size) if online else 0)
-        except ValueError as e:
-            raise cli.CliError(f"invalid dataset setting: {e}") from None
+        (:func:`dataset_spec`)."""
+        return dataset_spec(behaviour or self.spec.behaviour, size or self.spec.size,
+                            self.spec.seed, self.behaviour_train_steps)
 
     def train_config(self, updates: Optional[int] = None):
         from jaxrrm import train
@@ -276,9 +245,11 @@ class Run:
 
 
 def fast_compile_for_quick(args) -> None:
-    """With ``--quick``, lower the XLA CPU backend's optimisation level (compilation about 5x
-    faster; numerics stay IEEE float32): a smoke run is dominated by compiling a dozen programs.
-    Only effective before JAX's backend starts, i.e. when called first thing in a process."""
+    """With ``--quick``, lower the XLA CPU backend's optimisation level
+    (``--xla_backend_optimization_level=0`` in ``XLA_FLAGS``, unless the flag is set already):
+    faster compilation, slower execution, numerics still IEEE float32; for a smoke run, which
+    compiles many programs and runs each briefly. Only effective before JAX's backend starts,
+    i.e. when called first thing in a process (figures: benchmarks/ANALYSIS.md)."""
     import os
 
     flags = os.environ.get("XLA_FLAGS", "")
@@ -311,7 +282,7 @@ def resolve(args, name: str, **env_defaults) -> Run:
                                   f"{' '.join(learners)}")
     cql = {k: CQL_DEFAULTS[k] if v is None else v for k, v in given.items()}
     if args.out is not None:
-        cli.check_output_path(args.out, args.overwrite)
+        outputs.check_output_path(args.out, args.overwrite)
         check_not_inside(args.data_dir, args.out)
     check_data_dir(args.data_dir)
     # Every check above needs no JAX runtime: only now start it (a multi-process start can
@@ -337,11 +308,7 @@ def resolve(args, name: str, **env_defaults) -> Run:
                               f"than the dataset size {size}: the dataset is the last "
                               "--dataset-size transitions of the behaviour's training")
     steps = args.behaviour_train_steps or preset.behaviour_train_steps
-    try:
-        spec = pipeline.DatasetSpec(behaviour=args.behaviour, size=size, seed=args.seed,
-                                    train_steps=max(steps, size) if online else 0)
-    except ValueError as e:
-        raise cli.CliError(f"invalid dataset setting: {e}") from None
+    spec = dataset_spec(args.behaviour, size, args.seed, steps)
     return Run(name=name, preset="quick" if args.quick else args.preset, seeds=seeds,
                episodes=args.episodes or preset.episodes, cfg=cfg, params=params, spec=spec,
                hidden=args.hidden or preset.hidden, updates=args.updates or preset.updates,
@@ -351,6 +318,20 @@ def resolve(args, name: str, **env_defaults) -> Run:
                data_dir=args.data_dir, rebuild=args.rebuild_dataset,
                behaviour_train_steps=steps, mesh=mesh, backbone=cql["backbone"],
                gamma=cql["gamma"])
+
+
+def dataset_spec(behaviour: str, size: int, seed: int, behaviour_train_steps: int):
+    """The :class:`~jaxrrm.pipeline.DatasetSpec` of a run's behaviour dataset: an online
+    behaviour trains for ``max(behaviour_train_steps, size)`` transitions, a fixed one not at
+    all (:class:`~experiments.cli.CliError` on an invalid setting)."""
+    from jaxrrm import pipeline
+
+    online = behaviour in pipeline.ONLINE_LEARNERS
+    try:
+        return pipeline.DatasetSpec(behaviour=behaviour, size=size, seed=seed,
+                                    train_steps=max(behaviour_train_steps, size) if online else 0)
+    except ValueError as e:
+        raise cli.CliError(f"invalid dataset setting: {e}") from None
 
 
 def check_not_inside(data_dir: Path, out: Path) -> None:
@@ -368,7 +349,7 @@ def check_data_dir(path: Path) -> None:
     path = Path(path)
     if os.path.lexists(path) and not path.is_dir():
         raise cli.CliError(f"--data-dir {path} exists and is not a directory")
-    cli.check_writable_dir(path, "--data-dir")
+    outputs.check_writable_dir(path, "--data-dir")
 
 
 def dataset(run: Run, spec=None, cfg=None, params=None):
@@ -404,23 +385,37 @@ def dataset(run: Run, spec=None, cfg=None, params=None):
     return beh
 
 
-def train_learner(run: Run, label: str, learner_cfg, beh, test_keys, train_key, cfg=None,
-                  params=None, updates=None):
-    """Train ``run.seeds`` seeds of ``learner_cfg`` and evaluate them on ``test_keys``."""
-    from jaxrrm import pipeline, train
+def train_learner_envs(run: Run, label: str, learner_cfg, beh, test_keys, train_key,
+                       test_envs: Dict[str, tuple], cfg=None, params=None):
+    """Train ``run.seeds`` seeds of ``learner_cfg`` once on ``beh``'s dataset (under ``cfg,
+    params``, default the run's) and evaluate them on ``test_keys`` under each of ``test_envs``
+    (``{name: (cfg, params)}``) -> ``{name: MethodResult}``
+    (:func:`jaxrrm.compare.train_and_evaluate_envs`); a non-finite loss or an invalid setting is
+    a :class:`~experiments.cli.CliError` naming ``label``."""
+    from jaxrrm import compare, train
 
     try:
-        return pipeline.train_and_evaluate(
+        return compare.train_and_evaluate_envs(
             train_key, beh.dataset, cfg or run.cfg, params or run.params, learner_cfg,
-            run.train_config(updates), test_keys, run.episodes, progress=run.progress,
+            run.train_config(), test_keys, run.episodes, test_envs, progress=run.progress,
             progress_desc=label, mesh=run.mesh)
-    except train.NonFiniteLossError as e:
+    except (train.NonFiniteLossError, ValueError) as e:
         raise cli.CliError(f"{label}: {e}") from None
 
 
+def train_learner(run: Run, label: str, learner_cfg, beh, test_keys, train_key, cfg=None,
+                  params=None):
+    """:func:`train_learner_envs` with the training environment as the one test environment
+    -> ``MethodResult``."""
+    cfg, params = cfg or run.cfg, params or run.params
+    return train_learner_envs(run, label, learner_cfg, beh, test_keys, train_key,
+                              {label: (cfg, params)}, cfg, params)[label]
+
+
 def evaluate_fixed(run: Run, names: Sequence[str], test_keys, cfg=None, params=None):
-    """Evaluate baselines by name on the test keys."""
-    from jaxrrm import baselines, pipeline
+    """Evaluate baselines by name on the test keys (:func:`jaxrrm.compare.evaluate_policy`),
+    with a progress bar."""
+    from jaxrrm import baselines, compare
 
     cfg, params = cfg or run.cfg, params or run.params
     out = {}
@@ -431,113 +426,14 @@ def evaluate_fixed(run: Run, names: Sequence[str], test_keys, cfg=None, params=N
             pol = baselines.make(name, cfg)
         except ValueError as e:
             raise cli.CliError(str(e)) from None
-        out[name] = pipeline.evaluate_policy(pol, test_keys, cfg, params, run.episodes,
-                                             mesh=run.mesh)
+        out[name] = compare.evaluate_policy(pol, test_keys, cfg, params, run.episodes,
+                                            mesh=run.mesh)
     return out
-
-
-def write_outputs(out: "cli.OutputDir", run: Run, results: Dict[str, object], summary: dict,
-                  extra_summary: Optional[dict] = None, plots: bool = True,
-                  title: Optional[str] = None, extra_config: Optional[dict] = None) -> None:
-    """config.json, summary.json/.csv, per_seed.json, marl_eval.json
-    (:func:`jaxrrm.pipeline.to_marl_eval`) and (with ``plots``) the rate CDF, the
-    sum-vs-tail scatter and the learning curves. ``extra_config`` is added to config.json
-    (e.g. a study's swept values)."""
-    info = cli.machine_info()
-    out.write_json("config.json", {"schema_version": cli.SCHEMA_VERSION,
-                                   "experiment": run.name, "argv": sys.argv[1:],
-                                   **run.to_json(), **(extra_config or {}), "machine": info})
-    out.write_json("summary.json", {
-        "schema_version": cli.SCHEMA_VERSION, "experiment": run.name, "seeds": run.seeds,
-        "episodes_per_seed": run.episodes, "score_mu": float(run.params.score_mu),
-        "methods": summary,
-        "train_seconds": {n: r.train_seconds for n, r in results.items()},
-        "eval_seconds": {n: r.eval_seconds for n, r in results.items()},
-        **(extra_summary or {}), "machine": info})
-    out.write_json("per_seed.json", {n: {k: v.tolist() for k, v in r.per_seed.items()}
-                                     for n, r in results.items()})
-    curves = {n: {"updates": r.history["eval_updates"].tolist(),
-                  **{k: v.tolist() for k, v in r.history["eval"].items()},
-                  "loss_updates": r.history["updates"].tolist(),
-                  "losses": {k: v.tolist() for k, v in r.history["metrics"].items()}}
-              for n, r in results.items() if r.history is not None}
-    if curves:
-        out.write_json("learning_curves.json", curves)
-    from jaxrrm import pipeline
-
-    out.write_json("marl_eval.json", pipeline.to_marl_eval(
-        results, pipeline.task_name(run.cfg, run.params)))
-    cli.write_summary_csv(out.file("summary.csv"), summary)
-    if plots:
-        cfg = run.cfg
-        title = title or (f"{cfg.num_aps} APs, {cfg.num_ues} UEs, {run.seeds} seeds x "
-                          f"{run.episodes} episodes")
-        cli.plot_rate_cdf(out.file("rate_cdf.png"), {n: r.ue_rates
-                                                        for n, r in results.items()}, title)
-        cli.plot_sum_vs_tail(out.file("sum_vs_tail.png"), summary, title)
-        if curves:
-            cli.plot_learning_curves(out.file("learning_curves.png"), curves, title)
-
-
-def print_table(run: Run, summary: dict, results: Dict[str, object], path: Path) -> None:
-    info = cli.machine_info()
-    extra = {n: {"train [s]": f"{r.train_seconds:.0f}" if r.history is not None else "-"}
-             for n, r in results.items()}
-    cfg = run.cfg
-    print()
-    print(f"{cfg.num_aps} APs x {cfg.num_ues} UEs, N={cfg.num_candidates}, T={cfg.horizon}, "
-          f"{run.seeds} seeds x {run.episodes} test episodes, score = sum + "
-          f"{float(run.params.score_mu):g} x 5%-rate (mean ± 95% CI over seeds); "
-          f"{info['cpu']}, JAX {info['jax']} ({info['backend']})")
-    print(cli.format_table(summary, extra))
-    print(f"\nwritten to {path}")
-
-
-def fmt_headroom(h: dict) -> str:
-    """A headroom fraction (:func:`jaxrrm.pipeline.headroom_fraction`) as text."""
-    if h["mean"] is None:
-        return f"undefined (oracle not above the heuristic on {h['undefined_seeds']} seeds)"
-    return f"{h['mean']:+.3f} ± {h['ci95']:.3f}"
-
-
-def print_versus(versus: Optional[dict]) -> None:
-    """Print :func:`jaxrrm.pipeline.versus_best_heuristic`'s paired differences and headroom."""
-    if not versus:
-        return
-    best = versus["best_heuristic"]
-    print(f"\nagainst the best heuristic ({best}), paired over seeds; headroom = (score - {best})"
-          f" / ({versus['oracle']} - {best})" if versus["oracle"] else
-          f"\nagainst the best heuristic ({best}), paired over seeds")
-    for name, e in versus["methods"].items():
-        d, pc = e["minus"], e["percent"]
-        line = (f"  {name}: {d['mean']:+.2f} ± {d['ci95']:.2f} Mbit/s "
-                f"({pc['mean']:+.2f} ± {pc['ci95']:.2f}%)")
-        if "headroom" in e:
-            line += ", headroom " + fmt_headroom(e["headroom"])
-        print(line)
 
 
 # --------------------------------------------------------------------------------------------
 # Studies: a sweep of variants of the main job
 # --------------------------------------------------------------------------------------------
-
-def train_learner_envs(run: Run, label: str, learner_cfg, beh, test_keys, train_key,
-                       test_envs: Dict[str, tuple], cfg=None, params=None):
-    """Train ``run.seeds`` seeds of ``learner_cfg`` once (on ``cfg, params``, default the run's)
-    and evaluate them under each of ``test_envs`` (``{name: (cfg, params)}``)
-    -> ``{name: MethodResult}`` (:func:`jaxrrm.pipeline.train_and_evaluate_envs`)."""
-    from jaxrrm import pipeline, train
-
-    try:
-        return pipeline.train_and_evaluate_envs(
-            train_key, beh.dataset, cfg or run.cfg, params or run.params, learner_cfg,
-            run.train_config(), test_keys, run.episodes, test_envs, progress=run.progress,
-            progress_desc=label, mesh=run.mesh)
-    except train.NonFiniteLossError as e:
-        raise cli.CliError(f"{label}: {e}") from None
-    except ValueError as e:
-        raise cli.CliError(f"{label}: {e}") from None
-
 
 @dataclasses.dataclass
 class Variant:
@@ -589,14 +485,14 @@ def run_variants(run: Run, variants: Sequence[Variant], learners: Sequence[str],
 
     Returns:
       ``(results, summary, rows, datasets)``: ``{label: MethodResult}``,
-      :func:`jaxrrm.pipeline.summarize` of them, the sweep rows ``[{"value", "variant",
+      :func:`jaxrrm.compare.summarize` of them, the sweep rows ``[{"value", "variant",
       "method", "label", "kind", "score", "relative_score", "sum_rate", "p5_rate",
       "return"}]`` (each metric
       ``{"mean", "ci95"}``; ``kind`` is ``"learner"``, ``"behaviour"`` or ``"baseline"``; the
       baselines appear once per variant only when the environments differ), and
       ``{label: dataset_info}`` of each variant's dataset.
     """
-    from jaxrrm import pipeline
+    from jaxrrm import compare
 
     names = list(dict.fromkeys(["tdm"] + list(baselines)))
     per_env = any(v.own_env for v in variants)
@@ -620,8 +516,8 @@ def run_variants(run: Run, variants: Sequence[Variant], learners: Sequence[str],
         datasets[v.label] = dataset_info(beh)
         if v.evaluate_behaviour and beh.policy is not None:
             label = f"{v.label} / behaviour"
-            results[label] = pipeline.evaluate_policy(beh.policy, test_keys, cfg, params,
-                                                      run.episodes, mesh=run.mesh)
+            results[label] = compare.evaluate_policy(beh.policy, test_keys, cfg, params,
+                                                     run.episodes, mesh=run.mesh)
             members["behaviour"] = (label, "behaviour")
         for name in (learners if v.learners is None else v.learners):
             method = LEARNERS[name]
@@ -634,10 +530,10 @@ def run_variants(run: Run, variants: Sequence[Variant], learners: Sequence[str],
     if per_env:
         summary = {}
         for v, members, ref in groups:
-            summary.update(pipeline.summarize({lab: results[lab] for lab, _ in
-                                               members.values()}, ref))
+            summary.update(compare.summarize({lab: results[lab] for lab, _ in
+                                              members.values()}, ref))
     else:
-        summary = pipeline.summarize(results, "tdm")
+        summary = compare.summarize(results, "tdm")
     rows = [{"value": v.value, "variant": v.label, "method": method, "label": lab,
              "kind": kind, **stats_of(summary[lab])}
             for v, members, _ in groups for method, (lab, kind) in members.items()]
@@ -662,36 +558,14 @@ def rows_of(rows: Sequence[dict], method: str) -> list:
     return [r for r in rows if r["method"] == method]
 
 
-def paired(results: Dict[str, object], a: str, b: str, metric: str = "score") -> dict:
-    """Paired per-seed difference ``a - b`` of ``metric`` (:func:`pipeline.paired_difference`)."""
-    from jaxrrm import pipeline
-
-    return pipeline.paired_difference(results[a].per_seed[metric], results[b].per_seed[metric])
-
-
-def print_sweep(rows: Sequence[dict], value_name: str) -> None:
-    """A compact table of the sweep: one line per (value, method)."""
-    from experiments.cli import fmt_ci
-
-    header = [value_name, "method", "score [Mbit/s]", "rel. score (TDM=1)", "sum rate",
-              "5%-rate", "return"]
-    body = [[str(r["value"]), r["method"]] + [fmt_ci(r[k], d) if k in r else "-" for k, d in
-                                              (("score", 2), ("relative_score", 3),
-                                               ("sum_rate", 2), ("p5_rate", 3),
-                                               ("return", 1))] for r in rows]
-    widths = [max(len(x[i]) for x in [header] + body) for i in range(len(header))]
-    print()
-    for line in [header, ["-" * w for w in widths]] + body:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
-
-
 def run_study(args, run_: Run, variants: Sequence[Variant], *, learners: Sequence[str],
               baselines: Sequence[str], sweep_key: str, value_name: str, plot=None,
               analyse=None, extra_config: Optional[dict] = None):
     """The whole of a sweep study: :func:`run_variants` into an atomic output directory with the
-    usual files (:func:`write_outputs`), ``summary.json``'s ``sweep_key`` section (the rows),
-    whatever ``analyse(results, summary, rows) -> dict`` adds to summary.json, and
-    ``plot(out_dir, summary, rows, title)`` for the study's own figure. Prints the tables.
+    usual files (:func:`experiments.outputs.write_outputs`), ``summary.json``'s ``sweep_key``
+    section (the rows), whatever ``analyse(results, summary, rows) -> dict`` adds to
+    summary.json, and ``plot(out_dir, summary, rows, title)`` for the study's own figure. Prints
+    the tables.
 
     Returns:
       ``(path, extra)``: the output directory and the study's sections of summary.json."""
@@ -699,8 +573,8 @@ def run_study(args, run_: Run, variants: Sequence[Variant], *, learners: Sequenc
 
     from jaxrrm import evaluate
 
-    out = cli.OutputDir(args.out or cli.default_out_dir(run_.name),
-                           overwrite=args.overwrite)
+    out = outputs.OutputDir(args.out or outputs.default_out_dir(run_.name),
+                            overwrite=args.overwrite)
     try:
         test_keys = evaluate.seed_keys(args.seed, run_.seeds)
         train_key = jax.random.fold_in(jax.random.key(args.seed), 0x0FF1)
@@ -710,11 +584,11 @@ def run_study(args, run_: Run, variants: Sequence[Variant], *, learners: Sequenc
                              "rows": rows}, "datasets": datasets}
         if analyse is not None:
             extra.update(analyse(results, summary, rows))
-        write_outputs(out, run_, results, summary, extra_summary=extra,
-                      plots=not args.no_plots,
-                      extra_config={"study": {"parameter": value_name,
-                                              "values": [v.value for v in variants],
-                                              **(extra_config or {})}})
+        outputs.write_outputs(out, run_, results, summary, extra_summary=extra,
+                              plots=not args.no_plots,
+                              extra_config={"study": {"parameter": value_name,
+                                                      "values": [v.value for v in variants],
+                                                      **(extra_config or {})}})
         if plot is not None and not args.no_plots:
             cfg = run_.cfg
             plot(out, summary, rows, f"{cfg.num_aps} APs, {cfg.num_ues} UEs, {run_.seeds} seeds "
@@ -723,14 +597,14 @@ def run_study(args, run_: Run, variants: Sequence[Variant], *, learners: Sequenc
     except BaseException:
         out.abort()
         raise
-    print_table(run_, summary, results, path)
-    print_sweep(rows, value_name)
+    tables.print_table(run_, summary, results, path)
+    tables.print_sweep(rows, value_name)
     return path, extra
 
 
 #: Baselines the studies evaluate by default (``tdm`` is always added: the relative score's
-#: reference); ``reward_greedy`` is the best decentralized heuristic in the default scenario,
-#: ``full_reuse`` the PF rule it generalizes, ``exhaustive`` the per-slot oracle.
+#: reference): ``reward_greedy`` (the PF reward's own weighting), ``full_reuse`` (the PF rule
+#: it generalizes) and ``exhaustive`` (the per-slot oracle).
 STUDY_BASELINES = ("full_reuse", "reward_greedy", "exhaustive")
 
 #: Seeds of a study by default (the main job's 16 would double every study's cost).

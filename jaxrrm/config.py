@@ -40,12 +40,15 @@ MAX_JOINT_ACTIONS = 2**31 - 1
 #: below 2**31 to a seed, which stay below 2**32 from here).
 MAX_SEED = 2**31 - 1
 
+#: What a seed may be, as :func:`check_seed` (and the command lines' seed flags) say it.
+SEED_RANGE = f"an integer in [0, {MAX_SEED}]"
+
 
 def check_seed(seed, field: str = "seed") -> int:
-    """``seed`` as an int if it is an integer in ``[0, MAX_SEED]``, else ``ValueError`` naming
-    ``field``."""
+    """``seed`` as an int if it is an integer in ``[0, MAX_SEED]`` (:data:`SEED_RANGE`; a bool
+    is not an integer here), else ``ValueError`` naming ``field``: the one rule for seeds."""
     require(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
-             and 0 <= seed <= MAX_SEED, field, f"an integer in [0, {MAX_SEED}]", seed)
+             and 0 <= seed <= MAX_SEED, field, SEED_RANGE, seed)
     return int(seed)
 
 

@@ -30,11 +30,11 @@ gathered results are available on every process. Only one process writes shared 
 results are the unsharded ones up to float32 rounding: XLA compiles the per-device program for
 its own batch size (``B/D`` rows), and on CPU a reduction or a fused elementwise operation may
 round differently for another shape (even the *unsharded* program is not bitwise invariant to
-the number of seeds). In ``tests/test_distributed.py`` (4 CPU devices) most per-UE rates are
-bitwise equal and all agree to 1e-5 relative, so the metrics of docs/design.md §3 agree to that
-precision; after 20 CQL updates parameters and losses agree to about 1e-5 relative (checked at
-``rtol=1e-4``). Training is chaotic, so over long runs a sharded and an unsharded run drift
-apart like runs on different hardware; their statistics over seeds do not.
+the number of seeds). ``tests/test_distributed.py`` (4 CPU devices) holds sharded per-UE rates
+to 1e-5 relative of the unsharded ones, so the metrics of docs/design.md §3 agree to that
+precision, and parameters and losses after 20 CQL updates to 1e-4. Training is chaotic, so over
+long runs a sharded and an unsharded run drift apart like runs on different hardware; their
+statistics over seeds do not.
 
 **Divisibility.** The batch must be a multiple of the device count: otherwise a ``ValueError``
 names both numbers. Evaluation and rollouts accept ``pad=True``: the keys are padded by repeating

@@ -80,20 +80,25 @@ def rollout_per_seed(keys, policies: Policy, params: EnvParams, cfg: EnvConfig,
     return jax.vmap(one)(as_pytree_policy(policies), keys)
 
 
-def seed_metrics(ue_rates, mu) -> Dict[str, np.ndarray]:
-    """Sum rate, 5th-percentile rate and score of each seed.
+def seed_metrics(ue_rates, mu, returns=None) -> Dict[str, np.ndarray]:
+    """Sum rate, 5th-percentile rate and score of each seed (and its mean episode return).
 
     Args:
       ue_rates: ``[S, E, K]`` float, Mbit/s.
       mu: scalar float, the score's tail weight (``K`` in the experiments).
+      returns: optional ``[S]`` mean episode returns (:func:`rollout_seeds`' second output).
 
     Returns:
-      ``{"sum_rate", "p5_rate", "score"}`` -> ``[S]`` float64 NumPy arrays, Mbit/s.
+      ``{"sum_rate", "p5_rate", "score"}`` (Mbit/s; and ``"return"`` when ``returns`` is
+      given) -> ``[S]`` float64 NumPy arrays.
     """
     sr = jax.vmap(metrics.sum_rate)(ue_rates)
     p5 = jax.vmap(lambda r: metrics.percentile_rate(r, 5.0))(ue_rates)
     sr, p5 = np.asarray(sr, np.float64), np.asarray(p5, np.float64)
-    return {"sum_rate": sr, "p5_rate": p5, "score": sr + float(mu) * p5}
+    out = {"sum_rate": sr, "p5_rate": p5, "score": sr + float(mu) * p5}
+    if returns is not None:
+        out["return"] = np.asarray(returns, np.float64)
+    return out
 
 
 def add_relative(per_seed: Dict[str, Dict[str, np.ndarray]], reference: str = "tdm"):

@@ -1,7 +1,11 @@
-"""Evaluation metrics (docs/design.md §3) and confidence intervals.
+"""Evaluation metrics (docs/design.md §3) and the statistics over seeds.
 
-Input everywhere is ``ue_rates``: ``[E, K]`` per-UE average rates :math:`R_j` in Mbit/s over
-``E`` evaluation episodes (what :func:`jaxrrm.env.rollout` returns as ``ue_rates_mbps``).
+The metrics take ``ue_rates``: ``[E, K]`` per-UE average rates :math:`R_j` in Mbit/s over ``E``
+evaluation episodes (what :func:`jaxrrm.env.rollout` returns as ``ue_rates_mbps``). The
+statistics take per-seed values ``[S]`` (one number per independent evaluation): the Student-t
+interval of the mean, rliable's IQM, bootstrap intervals and probability of improvement, and the
+paired comparisons of two methods evaluated on the same test episodes seed by seed
+(:func:`paired_difference`, :func:`headroom_fraction`).
 """
 
 from __future__ import annotations
@@ -226,3 +230,36 @@ def robust_stats(values, seed: int = 0) -> dict:
     x = np.asarray(values, np.float64).reshape(-1)
     return {"iqm": iqm(x), "iqm_ci95": list(bootstrap_ci(x, "iqm", seed=seed)),
             "mean_boot_ci95": list(bootstrap_ci(x, "mean", seed=seed))}
+
+
+def paired_difference(a, b) -> dict:
+    """Mean and 95% CI half-width over seeds of ``a - b`` (per-seed values ``[S]`` of two methods
+    on the same test episodes, so the difference is paired), and whether the interval excludes
+    0: ``{"mean", "ci95", "sign"}`` with ``sign`` +1 above, -1 below, 0 inconclusive (a NaN
+    half-width, one seed, is inconclusive)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    mean, ci = mean_ci95(d)
+    ci_ = ci if np.isfinite(ci) else np.inf
+    sign = 1 if mean - ci_ > 0 else (-1 if mean + ci_ < 0 else 0)
+    return {"mean": float(mean), "ci95": float(ci), "sign": sign}
+
+
+def headroom_fraction(score, heuristic, oracle) -> dict:
+    """Fraction of the oracle's headroom a method captures, paired per seed:
+
+    .. math:: f_s = \\frac{x_s - h_s}{o_s - h_s}
+
+    with ``x`` the method's, ``h`` the reference heuristic's and ``o`` the oracle's score on
+    seed ``s`` (same test episodes, ``[S]`` each); ``{"mean", "ci95"}`` of ``f`` over seeds
+    (Student-t). 0 is the heuristic, 1 the oracle.
+
+    The fraction is defined only where the oracle is above the heuristic: if ``o_s <= h_s`` on
+    any seed, mean and CI are ``None`` and ``"undefined_seeds"`` counts those seeds, instead of
+    a ratio whose sign flips.
+    """
+    x, h, o = (np.asarray(v, np.float64) for v in (score, heuristic, oracle))
+    bad = int(np.sum(~(o > h)))
+    if bad:
+        return {"mean": None, "ci95": None, "undefined_seeds": bad}
+    mean, ci = mean_ci95((x - h) / (o - h))
+    return {"mean": float(mean), "ci95": float(ci)}

@@ -223,7 +223,7 @@ def evaluate_outside(act: OutsidePolicy, test_keys, params: EnvParams, cfg: EnvC
 
     Returns:
       ``{"sum_rate", "p5_rate", "score", "return"}`` -> ``[S]`` float64 (as
-      :func:`jaxrrm.pipeline.evaluate_policy`'s ``per_seed``) and ``"ue_rates"`` ``[S, E, K]``
+      :func:`jaxrrm.compare.evaluate_policy`'s ``per_seed``) and ``"ue_rates"`` ``[S, E, K]``
       float32, Mbit/s: comparable seed by seed with every method of a run with these keys.
 
     Raises:
@@ -255,7 +255,6 @@ def evaluate_outside(act: OutsidePolicy, test_keys, params: EnvParams, cfg: EnvC
         ret = ret + reward
     rate_sum, ret = np.asarray(rate_sum), np.asarray(ret)
     rates = (rate_sum / t_max).reshape(s, e, cfg.num_ues)
-    out = evaluate.seed_metrics(rates, params.score_mu)
-    out["return"] = ret.reshape(s, e).mean(axis=1).astype(np.float64)
+    out = evaluate.seed_metrics(rates, params.score_mu, ret.reshape(s, e).mean(axis=1))
     out["ue_rates"] = rates
     return out

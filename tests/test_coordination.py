@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrrm import EnvConfig, EnvParams, baselines, evaluate, pipeline, train
+from jaxrrm import EnvConfig, EnvParams, baselines, compare, evaluate, pipeline, train
 from jaxrrm.algos import bc, cql
 from jaxrrm.algos.common import NetConfig
 
@@ -28,8 +28,8 @@ TC = train.TrainConfig(num_updates=600, batch_size=64, chunk_size=300, num_seeds
 @pytest.mark.slow
 def test_replicated_centralized_bc_mutes_where_reward_greedy_and_ctde_do_not():
     keys = evaluate.seed_keys(3, 2)
-    score = {n: pipeline.evaluate_policy(baselines.make(n, CFG), keys, CFG, PARAMS, 16
-                                         ).per_seed["score"]
+    score = {n: compare.evaluate_policy(baselines.make(n, CFG), keys, CFG, PARAMS, 16
+                                        ).per_seed["score"]
              for n in ("reward_greedy", "tdm", "exhaustive")}
     assert np.all(score["tdm"] > 2.0 * score["reward_greedy"])  # the geometry needs muting
     expert = pipeline.build_dataset(pipeline.DatasetSpec(behaviour="exhaustive", size=3000,
@@ -39,8 +39,8 @@ def test_replicated_centralized_bc_mutes_where_reward_greedy_and_ctde_do_not():
         "CTDE": cql.CQLConfig(paradigm="ctde", critic_net=NET, actor_net=NET),
     }
     for name, lc in learners.items():
-        score[name] = pipeline.train_and_evaluate(jax.random.key(4), expert, CFG, PARAMS, lc,
-                                                  TC, keys, 16).per_seed["score"]
+        score[name] = compare.train_and_evaluate(jax.random.key(4), expert, CFG, PARAMS, lc,
+                                                 TC, keys, 16).per_seed["score"]
     msg = {k: np.round(v, 1).tolist() for k, v in score.items()}
     # the coordinated learner beats the per-AP rule on every seed, by far, and nears TDM
     assert np.all(score["C-BC"] > 2.0 * score["reward_greedy"]), msg

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from experiments import ctde
-from experiments.cli import OutputDir, CliError, format_table
+from experiments.cli import CliError
+from experiments.outputs import OutputDir
+from experiments.tables import format_table
 
 TINY = ["--seeds", "3", "--episodes", "4", "--env", "horizon=12", "--env", "num_aps=2",
         "--env", "num_ues=6", "--env", "num_candidates=2", "--no-progress", "--no-plots",
@@ -149,7 +151,7 @@ def test_ctde_bad_settings_exit_cleanly(tmp_path, capsys, flags, message):
     (["--seeds", "0"], "positive integer"),
     (["--hidden", "64,0"], "positive widths"),
     (["--hidden", "wide"], "widths like"),
-    (["--cql-alpha", "-1"], "number >= 0"),
+    (["--cql-alpha", "-1"], "a number in [0, 1e+06]"),
     (["--learners", "vdn"], "invalid choice"),
     (["--behaviour", "oracle"], "invalid choice"),
 ])

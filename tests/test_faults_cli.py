@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import cli
+from experiments import cli, outputs
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_ENV = ["--env", "num_aps=2", "--env", "num_ues=4", "--env", "num_candidates=2",
@@ -139,7 +139,7 @@ def test_overwrite_refuses_a_directory_the_project_did_not_write(tmp_path, capsy
 
 
 def _commit(path, overwrite, files):
-    out = cli.OutputDir(path, overwrite=overwrite)
+    out = outputs.OutputDir(path, overwrite=overwrite)
     for name, text in files.items():
         out.file(name).write_text(text)
     return out.commit()
@@ -148,13 +148,13 @@ def _commit(path, overwrite, files):
 def test_output_dir_marker_and_atomic_swap(tmp_path):
     path = tmp_path / "run"
     _commit(path, False, {"a.txt": "old"})
-    assert (path / cli.RESULTS_MARKER).is_file()
-    marker = json.loads((path / cli.RESULTS_MARKER).read_text())
+    assert (path / outputs.RESULTS_MARKER).is_file()
+    marker = json.loads((path / outputs.RESULTS_MARKER).read_text())
     assert marker["writer"] == "jaxrrm"
     with pytest.raises(cli.CliError, match="already exists"):
-        cli.OutputDir(path)
+        outputs.OutputDir(path)
     _commit(path, True, {"b.txt": "new"})
-    assert sorted(p.name for p in path.iterdir()) == [cli.RESULTS_MARKER, "b.txt"]
+    assert sorted(p.name for p in path.iterdir()) == [outputs.RESULTS_MARKER, "b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no .tmp- / .old- left
     # An empty directory may be replaced (nothing to lose).
     empty = tmp_path / "empty"
@@ -166,7 +166,7 @@ def test_output_dir_marker_and_atomic_swap(tmp_path):
 def test_output_dir_swap_interrupted_keeps_the_old_results(tmp_path, monkeypatch):
     path = tmp_path / "run"
     _commit(path, False, {"a.txt": "old"})
-    out = cli.OutputDir(path, overwrite=True)
+    out = outputs.OutputDir(path, overwrite=True)
     out.file("b.txt").write_text("new")
     real = os.rename
     calls = []
@@ -188,7 +188,7 @@ def test_output_dir_swap_interrupted_keeps_the_old_results(tmp_path, monkeypatch
 
 def test_output_dir_rechecks_at_commit(tmp_path):
     path = tmp_path / "run"
-    out = cli.OutputDir(path)
+    out = outputs.OutputDir(path)
     out.file("a.txt").write_text("x")
     path.mkdir()                       # the user put a directory there meanwhile
     (path / "mine.txt").write_text("keep")
@@ -199,7 +199,7 @@ def test_output_dir_rechecks_at_commit(tmp_path):
 
 
 def test_results_are_strict_json(tmp_path):
-    out = cli.OutputDir(tmp_path / "run")
+    out = outputs.OutputDir(tmp_path / "run")
     out.write_json("s.json", {"ci95": float("nan"), "x": np.float32(np.inf),
                               "v": np.array([1.0, np.nan]), "n": np.int64(3), "p": Path("a/b")})
     text = out.file("s.json").read_text()
@@ -306,11 +306,11 @@ def test_review_round_two_paths_and_markers(tmp_path, capsys, no_work, monkeypat
     planted = tmp_path / "planted"
     planted.mkdir()
     (planted / "thesis.tex").write_text("mine")
-    (planted / cli.RESULTS_MARKER).write_text("")           # an empty marker
+    (planted / outputs.RESULTS_MARKER).write_text("")           # an empty marker
     assert "not a jaxrrm results directory" in _run_refused(
         capsys, "ctde", ["--out", str(planted), "--overwrite"])
-    (planted / cli.RESULTS_MARKER).write_text('{"writer": "someone"}')
-    assert not cli.is_results_dir(planted)
+    (planted / outputs.RESULTS_MARKER).write_text('{"writer": "someone"}')
+    assert not outputs.is_results_dir(planted)
     (planted / "meta.json").write_text("{}")                   # a planted dataset meta
     line = _run_refused(capsys, "collect", ["--behaviour", "tdm", "--size", "5", "--out",
                                             str(planted), "--overwrite", "--no-progress"])

@@ -1,6 +1,7 @@
 """The layout of the jaxrrm package, read from its source with ``ast`` (nothing is imported):
-the import graph between its modules has no cycle, and no module uses another module's private
-(underscore) names.
+the import graph between its modules has no cycle, no module uses another module's private
+(underscore) names, and the library imports neither argparse, nor the entry points
+(``experiments``, ``benchmarks``), nor matplotlib.
 
 What counts as an import of module ``A`` by module ``B``: any ``import`` / ``from ... import``
 statement in ``B``'s file, at module level or inside a function (a deferred import is still a
@@ -187,6 +188,22 @@ def test_library_does_not_parse_command_lines():
             if any(n.split(".")[0] == "argparse" for n in names):
                 users.append(mod)
     assert not users, f"jaxrrm modules importing argparse: {sorted(set(users))}"
+
+
+def test_library_imports_no_entry_point_and_draws_nothing():
+    """The library is what other code imports: it never imports the entry points
+    (``experiments``, ``benchmarks``: the import would only work from the repository root, and
+    would turn the line between them around) nor ``matplotlib`` (figures are
+    ``experiments/plots.py``'s)."""
+    forbidden = ("experiments", "benchmarks", "matplotlib")
+    users = []
+    for mod, path in modules().items():
+        for node in ast.walk(_parse(path)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     and not node.level else [])
+            users += [(mod, n) for n in names if n.split(".")[0] in forbidden]
+    assert not users, f"jaxrrm modules importing entry points or matplotlib: {sorted(set(users))}"
 
 
 def test_scanner_sees_edges_and_private_uses(tmp_path):

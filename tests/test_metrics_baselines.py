@@ -88,6 +88,21 @@ class TestMetrics:
         u = scipy.stats.mannwhitneyu(x, y, alternative="greater").statistic
         assert metrics.probability_of_improvement(x, y) == pytest.approx(u / 63)
 
+    def test_paired_difference_and_headroom_by_hand(self):
+        # d = [3, 1]: mean 2, CI t(0.975, 1) * sd / sqrt(2) = 12.706 * sqrt(2) / sqrt(2): covers 0
+        d = metrics.paired_difference([10.0, 12.0], [7.0, 11.0])
+        assert d["mean"] == pytest.approx(2.0) and d["ci95"] == pytest.approx(12.706, rel=1e-4)
+        assert d["sign"] == 0
+        assert metrics.paired_difference([5.0, 5.1, 4.9], [1.0, 1.0, 1.0])["sign"] == 1
+        assert metrics.paired_difference([1.0, 1.1, 0.9], [5.0, 5.0, 5.0])["sign"] == -1
+        one = metrics.paired_difference([3.0], [1.0])     # one seed: no interval, inconclusive
+        assert one["mean"] == 2.0 and np.isnan(one["ci95"]) and one["sign"] == 0
+        # headroom (x - h) / (o - h): (10 - 7) / (12 - 7) = 0.6, (12 - 11) / (16 - 11) = 0.2
+        h = metrics.headroom_fraction([10.0, 12.0], [7.0, 11.0], [12.0, 16.0])
+        assert h["mean"] == pytest.approx(0.4)
+        assert metrics.headroom_fraction([1.0], [2.0], [2.0]) == {
+            "mean": None, "ci95": None, "undefined_seeds": 1}
+
     def test_against_rliable_where_it_imports(self):
         rly = pytest.importorskip("rliable.metrics")
         rng = np.random.default_rng(2)

@@ -120,19 +120,19 @@ def test_dataset_size_nested_slices(tmp_path):
 
 
 def test_last_transitions_is_the_tail():
-    from jaxrrm import data, pipeline
+    from jaxrrm import data
 
     n = 30
     ds = data.Transitions(**{f: np.arange(n * 2).reshape(n, 2) + i
                              for i, f in enumerate(data.FIELDS)})
-    tail = pipeline.last_transitions(ds, 7)
+    tail = data.last_transitions(ds, 7)
     assert tail.size == 7
     np.testing.assert_array_equal(tail.reward, np.asarray(ds.reward)[-7:])
     np.testing.assert_array_equal(tail.obs, np.asarray(ds.obs)[-7:])
-    assert pipeline.last_transitions(ds, n).size == n
+    assert data.last_transitions(ds, n).size == n
     for bad in (0, n + 1, 2.5):
         with pytest.raises(ValueError, match="n="):
-            pipeline.last_transitions(ds, bad)
+            data.last_transitions(ds, bad)
 
 
 def test_lambda_sweep(tmp_path):

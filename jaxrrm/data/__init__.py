@@ -7,7 +7,7 @@ A dataset is a :class:`Transitions` pytree of ``n`` joint transitions (field sha
   :func:`field_specs`, :func:`from_step`), its checks (:func:`check_shapes`,
   :func:`check_content`, :class:`DatasetError`) and the conversion of rollouts and behaviour
   streams (:func:`from_rollout`, :func:`flatten_stream`, :func:`slice_stream`,
-  :func:`episode_order`);
+  :func:`last_transitions`, :func:`episode_order`);
 * :mod:`~jaxrrm.data.sampling`: host / device placement (:func:`to_device`, :func:`to_numpy`)
   and minibatches (:func:`sample`);
 * :mod:`~jaxrrm.data.mixtures`: :func:`concatenate`, :func:`mixture`, :func:`mixture_counts`;
@@ -38,7 +38,8 @@ from .storage import (META_FILE, META_SHA_KEY, MMAP_MIN_BYTES, SCHEMA_VERSION, D
                       save)
 from .transitions import (CHECK_CHUNK_ROWS, FIELDS, TRAJ_KEYS, DatasetError, Transitions,
                           check_content, check_shapes, episode_order, field_specs,
-                          flatten_stream, from_rollout, from_step, slice_stream)
+                          flatten_stream, from_rollout, from_step, last_transitions,
+                          slice_stream)
 
 
 __all__ = [
@@ -47,8 +48,9 @@ __all__ = [
     "Transitions", "array_sha256", "as_numpy", "behaviour_policy", "check_content",
     "check_shapes", "collect", "collect_policy", "collection", "concatenate", "config_from_json",
     "config_from_meta", "config_to_json", "episode_order", "epsilon_greedy", "field_specs",
-    "fingerprint", "flatten_stream", "from_rollout", "from_step", "is_dataset_dir", "load",
-    "load_dataset", "LoadedDataset", "make_meta", "meta_sha256", "mixture", "mixture_counts", "mixtures", "params_from_json",
+    "fingerprint", "flatten_stream", "from_rollout", "from_step", "is_dataset_dir",
+    "last_transitions", "load", "load_dataset", "LoadedDataset", "make_meta", "meta_sha256",
+    "mixture", "mixture_counts", "mixtures", "params_from_json",
     "params_from_meta", "params_to_json", "random_valid_actions", "read_meta", "rollout_chunk",
     "sample", "sampling", "save", "sharded_rollout_chunk", "slice_stream", "storage",
     "to_device", "to_numpy", "transitions", "uniform_policy",

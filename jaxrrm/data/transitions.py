@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ..config import EnvConfig
+from ..config import EnvConfig, is_int, require
 from ..env import Observation
 
 
@@ -412,3 +412,19 @@ def slice_stream(stream: Transitions, start_fraction: float, size: int,
             f"this size is {latest:.6g}")
     return jax.tree.map(lambda x: x[start:start + size], stream)
 
+
+
+def last_transitions(dataset: Transitions, n: int) -> Transitions:
+    """The last ``n`` transitions (rows) of ``dataset``, as views of its arrays.
+
+    For a dataset sliced from an online learner's training stream (:func:`slice_stream` of the
+    run's last transitions), the last ``n`` rows are the last ``n`` transitions that learner
+    generated, i.e. the dataset of size ``n`` the same training run would have given: the
+    smaller datasets of a study of the dataset size can be taken from the largest one (nested,
+    each the best-trained part of the larger ones).
+
+    Raises:
+      ValueError: ``n`` is not an integer in ``[1, dataset.size]``.
+    """
+    require(is_int(n) and 1 <= n <= dataset.size, "n", f"an integer in [1, {dataset.size}]", n)
+    return jax.tree.map(lambda x: x[x.shape[0] - int(n):], dataset)

@@ -6,6 +6,8 @@
   with that line.
 * :mod:`jaxrrm.integrations.ogmarl`: jaxrrm datasets as OG-MARL (flashbax) vaults and back
   (``pip install 'jaxrrm[ogmarl]'``).
+* :mod:`jaxrrm.integrations.marl_eval`: results of :mod:`jaxrrm.compare` in InstaDeep
+  marl-eval's JSON layout (no extra dependency).
 
 This package imports none of them: ``import jaxrrm`` never needs an optional library.
 """
