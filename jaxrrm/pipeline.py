@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import time
@@ -40,11 +41,9 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from . import baselines, data, distributed, evaluate, files, train
+from . import baselines, data, distributed, evaluate, files, train, train_online
 from .algos import ONLINE_LEARNERS
-from .algos import common as algo_common
-from .algos.common import is_int, is_num, require
-from .config import EnvConfig, EnvParams, check_seed
+from .config import EnvConfig, EnvParams, check_seed, is_int, is_num, require
 
 #: Behaviours a :class:`DatasetSpec` accepts: the fixed ones of :mod:`jaxrrm.data` (baselines and
 #: ``random_walk``) and the online learners (trained first).
@@ -160,7 +159,8 @@ def _online_plan(spec: DatasetSpec, algo_cfg) -> Tuple[int, int, float]:
 
 def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
                   progress: Optional[Progress] = None, eval_every: int = 10,
-                  eval_episodes: int = 64):
+                  eval_episodes: int = 64, checkpoint_dir=None,
+                  checkpoint_every_chunks: int = 1, checkpoint_keep: int = 2):
     """Make ``spec``'s dataset.
 
     Online behaviours (``sac``, ``dqn``) are trained for ``train_steps`` transitions with their
@@ -169,6 +169,14 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
     after the last (the learning curve kept in the metadata), then the dataset is a slice of the training stream or rollouts of the finished
     policy (``spec.source``). Fixed behaviours are collected with
     :func:`jaxrrm.data.collect`.
+
+    With ``checkpoint_dir`` (online behaviours), the training is checkpointed to
+    ``checkpoint_dir/state`` (:func:`jaxrrm.train_online.fit`: every ``checkpoint_every_chunks``
+    chunks, the ``checkpoint_keep`` most recent kept) and each chunk's transitions are written to
+    ``checkpoint_dir/stream/<chunk>.npz`` (atomically, with their SHA-256) before its checkpoint,
+    so a killed build called again with the same directory resumes at the saved chunk and makes
+    the same dataset (bitwise) as one never interrupted. The directory belongs to this spec and
+    environment (a checkpoint of another is refused); remove it once the dataset is saved.
 
     Returns:
       ``(dataset, meta, behaviour_params)``: NumPy :class:`~jaxrrm.data.Transitions`, metadata
@@ -195,10 +203,13 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
     eval_seed = spec.seed + 1_000_003
     eval_keys = jax.random.split(jax.random.key(eval_seed), 4)
     chunks = []
+    ckpt = None if checkpoint_dir is None else Path(checkpoint_dir)
 
     def on_chunk(c, ts, m, trs):
-        if spec.source == "stream":
+        if spec.source == "stream" and ckpt is None:
             chunks.append(data.to_numpy(trs))
+        elif spec.source == "stream":
+            save_stream_chunk(ckpt / "stream", c, data.to_numpy(trs))
         if progress is not None:
             post = " ".join(f"{k}={m[k]:.3g}" for k in ("reward", "q") if k in m)
             if "eval_score" in m:
@@ -206,9 +217,14 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
             progress(c + 1, num_chunks, post)
 
     t0 = time.perf_counter()
-    ts, history = algo_common.fit(trainer, jax.random.key(spec.seed), num_chunks,
-                                  eval_keys=eval_keys, eval_every=eval_every, on_chunk=on_chunk)
+    ts, history = train_online.fit(
+        trainer, jax.random.key(spec.seed), num_chunks, eval_keys=eval_keys,
+        eval_every=eval_every, on_chunk=on_chunk,
+        checkpoint_dir=None if ckpt is None else ckpt / "state",
+        checkpoint_every_chunks=checkpoint_every_chunks, checkpoint_keep=checkpoint_keep)
     train_seconds = time.perf_counter() - t0
+    if spec.source == "stream" and ckpt is not None:
+        chunks = [load_stream_chunk(ckpt / "stream", c) for c in range(num_chunks)]
     if spec.source == "stream":
         stream = data.concatenate(chunks, renumber_episodes=False)
         del chunks
@@ -225,6 +241,42 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
                           {"train": int(spec.seed), "eval": int(eval_seed)},
                           spec=dataclasses.asdict(spec))
     return data.to_numpy(dataset), meta, jax.device_get(ts.params)
+
+
+def save_stream_chunk(directory: Path, chunk: int, transitions: data.Transitions) -> Path:
+    """Write one chunk of an online run's transition stream (NumPy leaves) to
+    ``directory/<chunk:06d>.npz`` (no pickles; atomically, replacing an earlier write of the same
+    chunk) with its SHA-256 in ``<chunk:06d>.sha256``, the digest written last."""
+    buf = io.BytesIO()
+    np.savez(buf, **{f.name: np.asarray(getattr(transitions, f.name))
+                     for f in dataclasses.fields(transitions)})
+    payload = buf.getvalue()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{chunk:06d}.npz"
+    files.write_atomic(path, payload)
+    files.write_atomic(path.with_suffix(".sha256"), hashlib.sha256(payload).hexdigest())
+    return path
+
+
+def load_stream_chunk(directory: Path, chunk: int) -> data.Transitions:
+    """Read what :func:`save_stream_chunk` wrote for ``chunk``, checking its SHA-256.
+
+    Raises:
+      jaxrrm.data.DatasetError: the chunk is missing, unreadable or fails its checksum.
+    """
+    path = Path(directory) / f"{chunk:06d}.npz"
+    try:
+        payload = path.read_bytes()
+        want = path.with_suffix(".sha256").read_text().strip()
+    except OSError as e:
+        raise data.DatasetError(f"{path}: stream chunk {chunk} missing or unreadable ({e})") \
+            from None
+    if hashlib.sha256(payload).hexdigest() != want:
+        raise data.DatasetError(f"{path}: stream chunk {chunk} fails its SHA-256 check "
+                                "(damaged); remove the checkpoint directory to rebuild")
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        return data.Transitions(**{k: z[k] for k in z.files})
 
 
 def behaviour_policy(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, behaviour_params=None):
@@ -283,13 +335,15 @@ def load_behaviour_params(path: Path, template):
 
 
 def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_dir,
-                  progress: Optional[Progress] = None, rebuild: bool = False) -> Behaviour:
+                  progress: Optional[Progress] = None, rebuild: bool = False,
+                  checkpoint_dir=None) -> Behaviour:
     """``spec``'s dataset from ``cache_dir`` (:func:`cache_name`), made and saved there first
     when absent (or when ``rebuild``).
 
     The cache entry is a directory holding the dataset (``dataset/``, :func:`jaxrrm.data.save`:
     atomic, checksummed) and, for online behaviours, the learner's parameters. Loading verifies
     every checksum and the environment configuration (:func:`jaxrrm.data.load`).
+    ``checkpoint_dir``: passed to :func:`build_dataset` (a killed build resumes there).
 
     Raises:
       jaxrrm.data.DatasetError: a cache entry exists but is corrupted (the message says which
@@ -322,7 +376,8 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
         return Behaviour(dataset, meta, ds_path,
                          behaviour_policy(spec, cfg, params, bparams), False,
                          time.perf_counter() - t0)
-    dataset, meta, bparams = build_dataset(spec, cfg, params, progress)
+    dataset, meta, bparams = build_dataset(spec, cfg, params, progress,
+                                           checkpoint_dir=checkpoint_dir)
     meta["build_seconds"] = time.perf_counter() - t0
     if not distributed.is_writer():  # every process made the same data; one writes it
         return Behaviour(dataset, meta, None, behaviour_policy(spec, cfg, params, bparams), True,

@@ -103,7 +103,7 @@ def test_online_behaviour_keeps_its_parameters(params, tmp_path):
 
 def test_train_and_evaluate_pairs_seeds_with_test_keys(params, tmp_path):
     from jaxrrm.algos import bc
-    from jaxrrm.algos.common import NetConfig
+    from jaxrrm.algos.netconfig import NetConfig
 
     beh = pipeline.load_or_build(pipeline.DatasetSpec("full_reuse", size=400, epsilon=0.3), CFG,
                                  params, tmp_path)
