@@ -18,7 +18,7 @@ from _train_setup import assert_trees_bitwise_equal, kill_at, poison_rewards_fro
 
 from jaxrrm import EnvConfig, EnvParams, data, loop, pipeline, train, train_online
 from jaxrrm import checkpoint as ckpt
-from jaxrrm.algos import dqn
+from jaxrrm.algos import dqn, sac
 from jaxrrm.algos.netconfig import NetConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -82,6 +82,28 @@ def test_seeds_vmapped_match_single_seed_runs(online_trainer, streamed):
     np.testing.assert_array_equal(h["eval_env_steps"], [2 * PER_CHUNK, 3 * PER_CHUNK])
     assert h["metrics"]["loss"].shape == (3, 2) and h["eval"]["score"].shape == (2, 2)
     assert res.final["score"].shape == (2,) and np.all(np.isfinite(res.final["score"]))
+
+
+def test_sac_seeds_vmapped_match_single_seed_runs(tiny_params):
+    """The same protocol for SAC: one chunk of two vmapped seeds against the single-seed
+    learner."""
+    net = NetConfig(hidden=(16,))
+    cfg = sac.SACConfig(**{k: getattr(CFG, k) for k in ("num_envs", "steps_per_chunk",
+                                                        "updates_per_step", "batch_size",
+                                                        "buffer_size", "learning_starts")},
+                        actor_net=net, critic_net=net)
+    tr = train_online.make_train(TINY, tiny_params, cfg, TC.replace(num_chunks=2))
+    keys = jax.random.split(jax.random.key(1), 2)
+    state, m, trs = tr.run_chunk(tr.init(keys))
+    state, m, trs = tr.run_chunk(state)
+    assert m["critic_loss"].shape == (2, 1) and not bool(m["nonfinite"].any())
+    single = sac.make_train(TINY, tiny_params, cfg)
+    for s in range(2):
+        ts, _, _ = single.train_chunk(single.init(keys[s]))
+        ts, _, one = single.train_chunk(ts)
+        np.testing.assert_array_equal(np.asarray(one.actions), np.asarray(trs.actions[s]))
+        for a, b in zip(jax.tree.leaves(ts.params), jax.tree.leaves(state.params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b[s]), rtol=1e-5, atol=1e-6)
 
 
 def test_killed_run_resumes_bitwise_equal(online_trainer, streamed, tmp_path):
