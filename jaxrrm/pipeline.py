@@ -15,7 +15,9 @@ directory under a name derived from the SHA-256 of the spec, the environment con
 parameters and the dataset schema version (:func:`cache_name`), so a dataset is made once per
 full configuration and any change of it makes a new one. The trained behaviour learner's
 parameters are kept beside the dataset (``behaviour_params.msgpack``, with its SHA-256 in
-``behaviour_params.json``), so the behaviour policy itself can be evaluated later.
+``behaviour_params.json``), so the behaviour policy itself can be evaluated later. With a
+``checkpoint_dir`` an online behaviour's training is checkpointed and its stream written chunk by
+chunk, so a killed build resumes where it was saved and makes the same dataset.
 
 Evaluation protocol
 -------------------

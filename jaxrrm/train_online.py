@@ -283,8 +283,8 @@ def fit(trainer, key, num_chunks: int, eval_keys=None, eval_every: int = 0,
       num_chunks: chunks to run (each ``steps_per_chunk * num_envs`` transitions).
       eval_keys: optional ``[V]`` keys: evaluate the greedy policy on them (the trainer's
         ``eval_episodes`` episodes per key) every ``eval_every`` chunks (0: only after the
-        last) and add ``eval_sum_rate``,
-        ``eval_p5_rate``, ``eval_score`` and ``eval_return`` (means over the keys).
+        last) and add ``eval_sum_rate``, ``eval_p5_rate``, ``eval_score`` and ``eval_return``
+        (means over the keys).
       log: called with each chunk's metrics dict (host floats).
       on_chunk: called as ``on_chunk(chunk_index, state, metrics, transitions)`` after each
         chunk (the seed's state and transitions; e.g. to stream the transitions to a dataset),
