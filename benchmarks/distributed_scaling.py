@@ -50,7 +50,7 @@ def run_worker(args) -> dict:
     from benchmarks.train_throughput import synthetic_dataset
     from jaxrrm import EnvConfig, EnvParams, baselines, data, distributed as dist, evaluate, train
     from jaxrrm.algos import cql
-    from jaxrrm.algos.common import NetConfig
+    from jaxrrm.algos.netconfig import NetConfig
 
     kw = {k: v for k, v in dict(num_aps=args.num_aps, num_ues=args.num_ues,
                                 horizon=args.horizon).items() if v is not None}

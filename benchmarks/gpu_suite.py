@@ -80,7 +80,7 @@ def trainer_part(sizes: dict, dry: bool) -> list:
     from benchmarks.train_throughput import bench_jax, synthetic_dataset
     from jaxrrm import EnvConfig, EnvParams, data
     from jaxrrm.algos import cql
-    from jaxrrm.algos.common import NetConfig
+    from jaxrrm.algos.netconfig import NetConfig
 
     if dry:
         cfg = EnvConfig(num_aps=2, num_ues=6, num_candidates=2, horizon=10)

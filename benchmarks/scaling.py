@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     from experiments.outputs import machine_info
     from jaxrrm import EnvConfig
     from jaxrrm.algos import cql
-    from jaxrrm.algos.common import NetConfig
+    from jaxrrm.algos.netconfig import NetConfig
 
     load_start = _load()
     if args.tiny:

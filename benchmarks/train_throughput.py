@@ -353,7 +353,7 @@ def main(argv=None) -> int:
     from experiments.outputs import machine_info
     from jaxrrm import EnvConfig, EnvParams, data
     from jaxrrm.algos import cql
-    from jaxrrm.algos.common import NetConfig
+    from jaxrrm.algos.netconfig import NetConfig
 
     load_start = _load()
     if args.tiny:

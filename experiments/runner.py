@@ -216,7 +216,7 @@ class Run:
         An ``execution`` override applies to the centralized learners (``centralized``,
         ``bc_central``) only; the others execute per AP anyway and ignore it."""
         from jaxrrm.algos import bc, cql
-        from jaxrrm.algos.common import NetConfig
+        from jaxrrm.algos.netconfig import NetConfig
 
         net = NetConfig(hidden=tuple(self.hidden), shared=False)
         if name not in CENTRALIZED_LEARNERS:

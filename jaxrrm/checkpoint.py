@@ -110,15 +110,32 @@ def key_to_json(key) -> List:
 
 def make_meta(env_cfg, learner_cfg, train_cfg, dataset_fingerprint: str, env_params=None,
               **extra) -> Dict[str, Any]:
-    """The meta dict of a training run: schema and jaxrrm versions, the three configurations as
-    JSON-able dicts, the dataset fingerprint (:func:`jaxrrm.data.fingerprint`), the environment
-    parameters ``env_params`` (an :class:`jaxrrm.config.EnvParams` or its JSON form, stored as
-    :func:`jaxrrm.data.params_to_json`; omitted when ``None``) and ``extra`` (JSON-able; e.g.
-    the training key)."""
+    """The meta dict of an offline training run: schema and jaxrrm versions, the three
+    configurations as JSON-able dicts, the dataset fingerprint (:func:`jaxrrm.data.fingerprint`),
+    the environment parameters ``env_params`` (an :class:`jaxrrm.config.EnvParams` or its JSON
+    form, stored as :func:`jaxrrm.data.params_to_json`; omitted when ``None``) and ``extra``
+    (JSON-able; e.g. the training key)."""
+    return _meta(env_cfg, learner_cfg, train_cfg, env_params,
+                 {"dataset_fingerprint": dataset_fingerprint}, extra)
+
+
+#: The ``kind`` entry of an online run's meta (:func:`make_online_meta`); an offline run's meta
+#: has none but a dataset fingerprint, so neither kind of run resumes the other's checkpoint.
+ONLINE_KIND = "online"
+
+
+def make_online_meta(env_cfg, learner_cfg, train_cfg, env_params, **extra) -> Dict[str, Any]:
+    """The meta dict of an online training run (:mod:`jaxrrm.train_online`): as
+    :func:`make_meta`'s, with ``"kind": "online"`` instead of a dataset fingerprint (an online
+    learner makes its own data: the environment parameters and the keys fix it)."""
+    return _meta(env_cfg, learner_cfg, train_cfg, env_params, {"kind": ONLINE_KIND}, extra)
+
+
+def _meta(env_cfg, learner_cfg, train_cfg, env_params, source, extra) -> Dict[str, Any]:
     from . import __version__
     meta = {"schema_version": SCHEMA_VERSION, "jaxrrm_version": __version__,
             "env_config": to_jsonable(env_cfg), "learner_config": to_jsonable(learner_cfg),
-            "train_config": to_jsonable(train_cfg), "dataset_fingerprint": dataset_fingerprint}
+            "train_config": to_jsonable(train_cfg), **source}
     if env_params is not None:
         from .data import params_to_json
         meta["env_params"] = params_to_json(env_params)

@@ -252,6 +252,13 @@ def sample_masked(key, logits, mask):
     return jax.random.categorical(key, mask_logits(logits, mask), axis=-1).astype(jnp.int32)
 
 
+def random_valid_actions(key, mask):
+    """A uniformly random valid action per row of ``mask``: ``[..., A] bool -> [...]`` int32
+    (idle included where it is valid; never a masked action while the row has a valid one)."""
+    logits = jnp.where(mask, 0.0, -1e9)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
 def ensemble_init(net: nn.Module, key, example, num: int):
     """Parameters of ``num`` independently initialised copies of ``net``, stacked on axis 0."""
     return jax.vmap(lambda k: net.init(k, example))(jax.random.split(key, num))

@@ -4,12 +4,14 @@ cache that makes it once per full configuration (:func:`load_or_build`).
 
 A :class:`DatasetSpec` names a behaviour policy (an online learner, ``"sac"`` or ``"dqn"``,
 trained first on the vectorized environment; ``"random_walk"``; or a baseline), the number of
-transitions and a seed. :func:`load_or_build` keeps the dataset in a cache directory under a name
-derived from the SHA-256 of the spec, the environment configuration and parameters and the
-dataset schema version (:func:`cache_name`), so a dataset is made once per full configuration and
-any change of it makes a new one. The trained behaviour learner's parameters are kept beside the
-dataset (``behaviour_params.msgpack``, with its SHA-256 in ``behaviour_params.json``), so the
-behaviour policy itself can be evaluated later (:attr:`Behaviour.policy`).
+transitions and a seed. :func:`build_dataset` makes it; :func:`load_or_build` keeps it in a cache
+directory under a name derived from the SHA-256 of the spec, the environment configuration and
+parameters and the dataset schema version (:func:`cache_name`), so a dataset is made once per
+full configuration and any change of it makes a new one. The trained behaviour learner's
+parameters are kept beside the dataset (``behaviour_params.msgpack``, with its SHA-256 in
+``behaviour_params.json``), so the behaviour policy itself can be evaluated later. With a
+``checkpoint_dir`` an online behaviour's training is checkpointed and its stream written chunk by
+chunk, so a killed build resumes where it was saved and makes the same dataset.
 
 Evaluating and comparing the methods trained on a dataset is :mod:`jaxrrm.compare`.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import time
@@ -25,10 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
+import numpy as np
 
-from . import baselines, data, distributed, files
+from . import baselines, data, distributed, files, train_online
 from .algos import ONLINE_LEARNERS
-from .algos import common as algo_common
 from .config import EnvConfig, EnvParams, check_seed, is_int, is_num, require
 
 #: Behaviours a :class:`DatasetSpec` accepts: the fixed ones of :mod:`jaxrrm.data` (baselines and
@@ -142,7 +145,8 @@ def _online_plan(spec: DatasetSpec, algo_cfg) -> Tuple[int, int, float]:
 
 def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
                   progress: Optional[Progress] = None, eval_every: int = 10,
-                  eval_episodes: int = 64):
+                  eval_episodes: int = 64, checkpoint_dir=None,
+                  checkpoint_every_chunks: int = 1, checkpoint_keep: int = 2):
     """Make ``spec``'s dataset.
 
     Online behaviours (``sac``, ``dqn``) are trained for ``train_steps`` transitions with their
@@ -151,6 +155,14 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
     after the last (the learning curve kept in the metadata), then the dataset is a slice of the training stream or rollouts of the finished
     policy (``spec.source``). Fixed behaviours are collected with
     :func:`jaxrrm.data.collect`.
+
+    With ``checkpoint_dir`` (online behaviours), the training is checkpointed to
+    ``checkpoint_dir/state`` (:func:`jaxrrm.train_online.fit`: every ``checkpoint_every_chunks``
+    chunks, the ``checkpoint_keep`` most recent kept) and each chunk's transitions are written to
+    ``checkpoint_dir/stream/<chunk>.npz`` (atomically, with their SHA-256) before its checkpoint,
+    so a killed build called again with the same directory resumes at the saved chunk and makes
+    the same dataset (bitwise) as one never interrupted. The directory belongs to this spec and
+    environment (a checkpoint of another is refused); remove it once the dataset is saved.
 
     Returns:
       ``(dataset, meta, behaviour_params)``: NumPy :class:`~jaxrrm.data.Transitions`, metadata
@@ -177,10 +189,13 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
     eval_seed = spec.seed + 1_000_003
     eval_keys = jax.random.split(jax.random.key(eval_seed), 4)
     chunks = []
+    ckpt = None if checkpoint_dir is None else Path(checkpoint_dir)
 
     def on_chunk(c, ts, m, trs):
-        if spec.source == "stream":
+        if spec.source == "stream" and ckpt is None:
             chunks.append(data.to_numpy(trs))
+        elif spec.source == "stream":
+            save_stream_chunk(ckpt / "stream", c, data.to_numpy(trs))
         if progress is not None:
             post = " ".join(f"{k}={m[k]:.3g}" for k in ("reward", "q") if k in m)
             if "eval_score" in m:
@@ -188,9 +203,14 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
             progress(c + 1, num_chunks, post)
 
     t0 = time.perf_counter()
-    ts, history = algo_common.fit(trainer, jax.random.key(spec.seed), num_chunks,
-                                  eval_keys=eval_keys, eval_every=eval_every, on_chunk=on_chunk)
+    ts, history = train_online.fit(
+        trainer, jax.random.key(spec.seed), num_chunks, eval_keys=eval_keys,
+        eval_every=eval_every, on_chunk=on_chunk,
+        checkpoint_dir=None if ckpt is None else ckpt / "state",
+        checkpoint_every_chunks=checkpoint_every_chunks, checkpoint_keep=checkpoint_keep)
     train_seconds = time.perf_counter() - t0
+    if spec.source == "stream" and ckpt is not None:
+        chunks = [load_stream_chunk(ckpt / "stream", c) for c in range(num_chunks)]
     if spec.source == "stream":
         stream = data.concatenate(chunks, renumber_episodes=False)
         del chunks
@@ -207,6 +227,42 @@ def build_dataset(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams,
                           {"train": int(spec.seed), "eval": int(eval_seed)},
                           spec=dataclasses.asdict(spec))
     return data.to_numpy(dataset), meta, jax.device_get(ts.params)
+
+
+def save_stream_chunk(directory: Path, chunk: int, transitions: data.Transitions) -> Path:
+    """Write one chunk of an online run's transition stream (NumPy leaves) to
+    ``directory/<chunk:06d>.npz`` (no pickles; atomically, replacing an earlier write of the same
+    chunk) with its SHA-256 in ``<chunk:06d>.sha256``, the digest written last."""
+    buf = io.BytesIO()
+    np.savez(buf, **{f.name: np.asarray(getattr(transitions, f.name))
+                     for f in dataclasses.fields(transitions)})
+    payload = buf.getvalue()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{chunk:06d}.npz"
+    files.write_atomic(path, payload)
+    files.write_atomic(path.with_suffix(".sha256"), hashlib.sha256(payload).hexdigest())
+    return path
+
+
+def load_stream_chunk(directory: Path, chunk: int) -> data.Transitions:
+    """Read what :func:`save_stream_chunk` wrote for ``chunk``, checking its SHA-256.
+
+    Raises:
+      jaxrrm.data.DatasetError: the chunk is missing, unreadable or fails its checksum.
+    """
+    path = Path(directory) / f"{chunk:06d}.npz"
+    try:
+        payload = path.read_bytes()
+        want = path.with_suffix(".sha256").read_text().strip()
+    except OSError as e:
+        raise data.DatasetError(f"{path}: stream chunk {chunk} missing or unreadable ({e})") \
+            from None
+    if hashlib.sha256(payload).hexdigest() != want:
+        raise data.DatasetError(f"{path}: stream chunk {chunk} fails its SHA-256 check "
+                                "(damaged); remove the checkpoint directory to rebuild")
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        return data.Transitions(**{k: z[k] for k in z.files})
 
 
 def behaviour_policy(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, behaviour_params=None):
@@ -269,13 +325,15 @@ def load_behaviour_params(path: Path, template):
 
 
 def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_dir,
-                  progress: Optional[Progress] = None, rebuild: bool = False) -> Behaviour:
+                  progress: Optional[Progress] = None, rebuild: bool = False,
+                  checkpoint_dir=None) -> Behaviour:
     """``spec``'s dataset from ``cache_dir`` (:func:`cache_name`), made and saved there first
     when absent (or when ``rebuild``).
 
     The cache entry is a directory holding the dataset (``dataset/``, :func:`jaxrrm.data.save`:
     atomic, checksummed) and, for online behaviours, the learner's parameters. Loading verifies
     every checksum and the environment configuration (:func:`jaxrrm.data.load`).
+    ``checkpoint_dir``: passed to :func:`build_dataset` (a killed build resumes there).
 
     Raises:
       jaxrrm.data.DatasetError: a cache entry exists but is corrupted (the message says which
@@ -308,7 +366,8 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
         return Behaviour(dataset, meta, ds_path,
                          behaviour_policy(spec, cfg, params, bparams), False,
                          time.perf_counter() - t0)
-    dataset, meta, bparams = build_dataset(spec, cfg, params, progress)
+    dataset, meta, bparams = build_dataset(spec, cfg, params, progress,
+                                           checkpoint_dir=checkpoint_dir)
     meta["build_seconds"] = time.perf_counter() - t0
     if not distributed.is_writer():  # every process made the same data; one writes it
         return Behaviour(dataset, meta, None, behaviour_policy(spec, cfg, params, bparams), True,

@@ -6,7 +6,8 @@ seeds) as :attr:`Trainer.run_chunk`: a ``jit`` of a ``vmap`` over seeds of a ``l
 on-device dataset with :func:`jaxrrm.data.sample` and applies the learner's ``update``
 (:func:`jaxrrm.algos.cql.make_learner` or :func:`jaxrrm.algos.bc.make_learner`).
 
-Between chunks the host loop (:func:`train` / :meth:`Trainer.train`)
+Between chunks the host loop (:func:`train` / :meth:`Trainer.train`; it is
+:func:`jaxrrm.loop.run_chunks`, the loop the online trainer :mod:`jaxrrm.train_online` runs too)
 
 * checks the chunk's non-finite flag (computed inside the compiled chunk from every update's
   metrics) and, if any loss became NaN/inf, stops with :class:`NonFiniteLossError` naming the
@@ -40,8 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -51,11 +51,10 @@ from flax import struct
 from . import checkpoint as ckpt_lib
 from . import data as data_lib
 from . import distributed
-from . import evaluate
+from . import evaluate, loop
 from .algos import bc, cql
-from .algos.common import (NonFiniteLossError, is_int,  # noqa: F401 (jaxrrm.train's)
-                           nonfinite_loss_error, require)
-from .config import EnvConfig, EnvParams
+from .config import EnvConfig, EnvParams, is_int, require
+from .loop import NonFiniteLossError, TrainResult  # noqa: F401 (jaxrrm.train's)
 
 #: Salt folded into the training key to derive the held-out evaluation keys.
 EVAL_SALT = 0x5EED_E7A1
@@ -112,24 +111,9 @@ class TrainState:
     key: jax.Array
 
 
-class TrainResult(NamedTuple):
-    """What :func:`train` returns.
-
-    Attributes:
-      state: the final :class:`TrainState` (all seeds).
-      history: ``{"updates": [C], "metrics": {name: [C, S]} chunk means per seed,
-        "eval_updates": [V], "eval": {metric: [V, S]}}`` (NumPy), learning curves.
-      final: ``{"sum_rate", "p5_rate", "score", "return"} -> [S]`` per-seed metrics of the
-        greedy policies after the last chunk (held-out evaluation keys).
-    """
-
-    state: TrainState
-    history: Dict[str, Any]
-    final: Dict[str, np.ndarray]
-
-
 class Trainer(NamedTuple):
-    """What :func:`make_train` returns.
+    """What :func:`make_train` returns, and the online :func:`jaxrrm.train_online.make_train`
+    (the same fields; the online ones are described there).
 
     Attributes:
       init: ``init(keys [S]) -> TrainState`` (vmapped over the seed keys).
@@ -289,16 +273,7 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
             step, or no step of it verifies (:class:`jaxrrm.checkpoint.CorruptCheckpointError`).
         """
         if checkpoint_dir is not None:   # every argument checked before any work
-            require(is_int(checkpoint_every_chunks) and checkpoint_every_chunks >= 1,
-                    "checkpoint_every_chunks", "an integer >= 1", checkpoint_every_chunks)
-            require(is_int(checkpoint_keep) and checkpoint_keep >= 1, "checkpoint_keep",
-                    "an integer >= 1", checkpoint_keep)
-            probe = os.path.abspath(os.fspath(checkpoint_dir))
-            while not os.path.lexists(probe):
-                probe = os.path.dirname(probe)
-            if not os.path.isdir(probe):
-                raise ckpt_lib.CheckpointError(
-                    f"checkpoint_dir {checkpoint_dir}: {probe} exists and is not a directory")
+            loop.check_checkpoint_args(checkpoint_dir, checkpoint_every_chunks, checkpoint_keep)
         data_lib.check_shapes(dataset, env_cfg)
         data_lib.check_content(dataset, env_cfg, "the training dataset")  # no NaN, valid actions
         fingerprint = (None if checkpoint_dir is None
@@ -311,98 +286,30 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
         seed_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(s))
         if eval_keys is None:
             eval_keys = eval_keys_for(key, s)
-        state = init_fn(seed_keys)
-        hist_updates: List[int] = []
-        hist_metrics: Dict[str, List[np.ndarray]] = {}
-        eval_updates: List[int] = []
-        eval_hist: Dict[str, List[np.ndarray]] = {}
-        start, final, saved_step, meta = 0, None, None, None
+        plan = None
         if checkpoint_dir is not None:
             meta = ckpt_lib.make_meta(
                 env_cfg, learner_cfg, train_cfg, fingerprint, env_params=env_params,
                 train_key=ckpt_lib.key_to_json(key), eval_keys=ckpt_lib.key_to_json(eval_keys))
-            if ckpt_lib.latest_step(checkpoint_dir) is not None:
-                state, saved_step, stored = ckpt_lib.restore(
-                    checkpoint_dir, state if sharded is None else distributed.gather(state), meta)
-                start, h_metrics, h_eval = _resumed_history(
-                    stored, saved_step, state, train_cfg, f"{checkpoint_dir} (step {saved_step})")
-                if sharded is not None:
-                    state = distributed.put_batch(state, mesh, "num_seeds")
-                hist_updates[:] = stored["history"]["updates"]
-                hist_metrics.update(h_metrics)
-                eval_updates[:] = stored["history"]["eval_updates"]
-                eval_hist.update(h_eval)
-                if eval_hist:
-                    final = {k: v[-1] for k, v in eval_hist.items()}
+            plan = loop.CheckpointPlan(checkpoint_dir, checkpoint_every_chunks,
+                                       checkpoint_keep, meta)
+        cs = train_cfg.chunk_size
 
-        def history():
-            return {"updates": np.asarray(hist_updates, np.int64),
-                    "metrics": {k: np.stack(v) for k, v in hist_metrics.items()},
-                    "eval_updates": np.asarray(eval_updates, np.int64),
-                    "eval": {k: np.stack(v) for k, v in eval_hist.items()}}
+        def describe(c, seed, unit, state, metrics):
+            g = c * cs + unit
+            return g, f"update {g} (update {unit} of the chunk)", c * cs
 
-        def save_checkpoint(st, chunks_done):
-            nonlocal saved_step
-            step = chunks_done * train_cfg.chunk_size
-            if saved_step == step:
-                return
-            hist = {"chunks": chunks_done, "updates": list(hist_updates),
-                    "metrics": {k: [x.tolist() for x in v] for k, v in hist_metrics.items()},
-                    "eval_updates": list(eval_updates),
-                    "eval": {k: [x.tolist() for x in v] for k, v in eval_hist.items()},
-                    "dtypes": {"metrics": {k: str(v[0].dtype) for k, v in hist_metrics.items()},
-                               "eval": {k: str(v[0].dtype) for k, v in eval_hist.items()}}}
-            if sharded is not None:
-                st = distributed.gather(st)  # whole on every process; orbax writes it once
-            ckpt_lib.save(checkpoint_dir, step, st, {**meta, "history": hist},
-                          keep=checkpoint_keep)
-            saved_step = step
-
-        bar = _progress_bar(progress, progress_desc, train_cfg.num_chunks, start)
-        try:
-            for c in range(start, train_cfg.num_chunks):
-                new_state, metrics = chunk(state, dataset)
-                metrics = jax.device_get(metrics)
-                bad = np.asarray(metrics.pop("nonfinite"))          # [S, chunk]
-                if bad.any():
-                    seed_i, upd_i = np.unravel_index(_first_bad(bad), bad.shape)
-                    losses = {k: float(v[seed_i, upd_i]) for k, v in metrics.items()
-                              if not np.isfinite(v[seed_i, upd_i])}
-                    g = c * train_cfg.chunk_size + int(upd_i)
-                    if checkpoint_dir is not None:
-                        save_checkpoint(state, c)
-                    raise nonfinite_loss_error(
-                        losses, chunk=c, update=g, seed=int(seed_i),
-                        done=c * train_cfg.chunk_size, state=state, history=history(),
-                        where=f"update {g} (update {int(upd_i)} of the chunk)")
-                state = new_state
-                done = (c + 1) * train_cfg.chunk_size
-                hist_updates.append(done)
-                for k, v in metrics.items():
-                    hist_metrics.setdefault(k, []).append(np.mean(v, axis=1))
-                report = {k: float(np.mean(v)) for k, v in metrics.items()}
-                report["updates"] = done
-                last = c + 1 == train_cfg.num_chunks
-                every = train_cfg.eval_every_chunks
-                if last or (every and (c + 1) % every == 0):
-                    ev = evaluate_seeds(state.learner, eval_keys)
-                    eval_updates.append(done)
-                    for k, v in ev.items():
-                        eval_hist.setdefault(k, []).append(v)
-                        report[f"eval_{k}"] = float(np.mean(v))
-                    final = ev
-                if checkpoint_dir is not None and (
-                        last or (c + 1) % checkpoint_every_chunks == 0):
-                    save_checkpoint(state, c + 1)
-                bar.update(1)
-                bar.set_postfix_str(_postfix(report), refresh=False)
-                if callback is not None:
-                    callback(c, report)
-                if on_state is not None:
-                    on_state(done, state)
-        finally:
-            bar.close()
-        return TrainResult(state=state, history=history(), final=final)
+        out = loop.run_chunks(
+            init_fn(seed_keys), lambda st: (*chunk(st, dataset), None),
+            num_chunks=train_cfg.num_chunks, chunk_steps=cs, step_name="updates", num_seeds=s,
+            describe=describe, evaluate=lambda st: evaluate_seeds(st.learner, eval_keys),
+            eval_every=train_cfg.eval_every_chunks, callback=callback,
+            on_state=on_state, checkpoint=plan, progress=progress, progress_desc=progress_desc,
+            state_step=lambda st: getattr(st.learner, "step", None),
+            gather=None if sharded is None else distributed.gather,
+            place=None if sharded is None else (
+                lambda st: distributed.put_batch(st, mesh, "num_seeds")))
+        return TrainResult(state=out.state, history=out.history, final=out.final)
 
     trainer = Trainer(init=init, chunk_fn=chunk_fn, run_chunk=run_chunk, evaluate=evaluate_seeds,
                       evaluate_rates=evaluate_rates, train=train_, learner=learner,
@@ -413,92 +320,6 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg: LearnerCo
         trainer = trainer._replace(init=sharded.init, run_chunk=sharded.run_chunk,
                                    evaluate_rates=sharded.evaluate_rates)
     return trainer
-
-
-def _resumed_history(stored, step: int, state, train_cfg: TrainConfig, where: str):
-    """``(chunks, metrics, eval)`` of a restored checkpoint's history (``metrics``/``eval``:
-    ``{name: [per-chunk arrays]}``), after checking that it agrees with the step: ``chunks ==
-    step // chunk_size``, one ``updates`` entry per chunk, one metric row per chunk, the
-    evaluations of the schedule and the learner's step counters equal to ``step``.
-
-    Raises:
-      jaxrrm.checkpoint.CheckpointError: the history is missing, malformed or inconsistent.
-    """
-    def bad(msg):
-        return ckpt_lib.CheckpointError(f"{where}: {msg}; the checkpoint is inconsistent and "
-                                        f"cannot be resumed")
-
-    try:
-        return _check_history(stored, step, state, train_cfg, bad)
-    except ckpt_lib.CheckpointError:
-        raise
-    except Exception as e:  # wrong types in a malformed history, missing dtypes
-        raise bad(f"the history is malformed ({type(e).__name__}: {e})") from e
-
-
-def _check_history(stored, step, state, train_cfg, bad):
-    cs, nc, every = train_cfg.chunk_size, train_cfg.num_chunks, train_cfg.eval_every_chunks
-    h = stored.get("history")
-    if not isinstance(h, dict):
-        raise bad("the meta has no 'history'")
-    missing = [k for k in ("chunks", "updates", "metrics", "eval_updates", "eval", "dtypes")
-               if k not in h]
-    if missing:
-        raise bad(f"the history has no {missing}")
-    chunks = h["chunks"]
-    if step % cs or not is_int(chunks) or chunks != step // cs or not 0 <= chunks <= nc:
-        raise bad(f"the history's chunk count {chunks!r} does not match the step: step {step} "
-                  f"// chunk_size {cs} = {step / cs:g} (of {nc} chunks)")
-    want_updates = [(c + 1) * cs for c in range(chunks)]
-    if list(h["updates"]) != want_updates:
-        raise bad(f"the history's updates {list(h['updates'])} are not the {chunks} chunks' "
-                  f"{want_updates}")
-    want_eval = [(c + 1) * cs for c in range(chunks)
-                 if c + 1 == nc or (every and (c + 1) % every == 0)]
-    if list(h["eval_updates"]) != want_eval:
-        raise bad(f"the history's eval_updates {list(h['eval_updates'])} are not the schedule's "
-                  f"{want_eval}")
-    s = train_cfg.num_seeds
-    out = []
-    for part, rows in (("metrics", chunks), ("eval", len(want_eval))):
-        if rows and not h[part]:
-            raise bad(f"the history has no {part} for its {rows} rows")
-        got = {}
-        for k, v in h[part].items():
-            arrs = [np.asarray(x, h["dtypes"][part][k]) for x in v]
-            if len(arrs) != rows or any(a.shape != (s,) for a in arrs):
-                raise bad(f"the history's {part}[{k!r}] has {[a.shape for a in arrs]}, "
-                          f"expected {rows} rows of shape ({s},)")
-            got[k] = arrs
-        out.append(got)
-    learner_step = getattr(state.learner, "step", None)
-    if learner_step is not None and not np.all(np.asarray(learner_step) == step):
-        raise bad(f"the learner's step counters {np.asarray(learner_step).tolist()} are not "
-                  f"the step")
-    return int(chunks), out[0], out[1]
-
-
-def _progress_bar(enabled: bool, desc: str, total: int, initial: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="chunk", disable=not enabled,
-                dynamic_ncols=True)
-
-
-#: What the progress bar shows of a chunk's report (when present), in this order.
-_POSTFIX = (("critic_loss", "critic"), ("cql_penalty", "cql"), ("loss", "loss"), ("q", "Q"),
-            ("eval_score", "score"))
-
-
-def _postfix(report: Dict[str, float]) -> str:
-    return " ".join(f"{short}={report[k]:.3g}" for k, short in _POSTFIX if k in report)
-
-
-def _first_bad(bad: np.ndarray) -> int:
-    """Flat index (into ``bad [S, U]``) of the earliest bad update, lowest seed on ties."""
-    upd = int(np.argmax(bad.any(axis=0)))
-    seed = int(np.argmax(bad[:, upd]))
-    return seed * bad.shape[1] + upd
 
 
 def seed_state(state: TrainState, seed: int) -> TrainState:

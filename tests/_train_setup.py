@@ -1,6 +1,7 @@
 """The tiny offline-training set-up shared by tests/test_train.py, tests/test_checkpoint.py and
 tests/test_faults_checkpoint.py: configurations, data and bitwise comparison helpers (the
-``params`` / ``dataset`` fixtures of tests/conftest.py build on them)."""
+``params`` / ``dataset`` fixtures of tests/conftest.py build on them); and the online tests'
+(tests/test_fit.py, tests/test_train_online.py) poisoned environment."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,7 @@ import numpy as np
 
 from jaxrrm import EnvConfig, EnvParams, baselines, data, train
 from jaxrrm.algos import cql
-from jaxrrm.algos.common import NetConfig
+from jaxrrm.algos.netconfig import NetConfig
 
 CFG = EnvConfig(num_aps=2, num_ues=6, num_candidates=2, horizon=20)
 NET = NetConfig(hidden=(64, 64), shared=False)
@@ -52,3 +53,18 @@ def kill_at(chunk):
         if c == chunk:
             raise KeyboardInterrupt(f"simulated kill after chunk {c}")
     return cb
+
+
+def poison_rewards_from(monkeypatch, slot):
+    """Make the online learners' environments (:func:`jaxrrm.algos.vec_env.runner_step`, read
+    when a chunk is traced) emit a NaN team reward from slot ``slot`` of every episode on."""
+    from jaxrrm.algos import vec_env
+
+    real_step = vec_env.runner_step
+
+    def poisoned(key, runner, actions, params, cfg):
+        new, tr, ended, done = real_step(key, runner, actions, params, cfg)
+        return new, tr.replace(reward=jnp.where(runner.t >= slot, jnp.nan, tr.reward)), \
+            ended, done
+
+    monkeypatch.setattr(vec_env, "runner_step", poisoned)

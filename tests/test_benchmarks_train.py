@@ -17,7 +17,7 @@ import pytest
 
 from jaxrrm import EnvConfig
 from jaxrrm.algos import cql
-from jaxrrm.algos.common import NetConfig
+from jaxrrm.algos.netconfig import NetConfig
 
 TINY = EnvConfig(num_aps=3, num_ues=6, num_candidates=2, horizon=5)
 

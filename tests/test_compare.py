@@ -21,7 +21,7 @@ def params():
 
 def test_train_and_evaluate_pairs_seeds_with_test_keys(params):
     from jaxrrm.algos import bc
-    from jaxrrm.algos.common import NetConfig
+    from jaxrrm.algos.netconfig import NetConfig
 
     dataset, _ = data.collect(0, "full_reuse", params, CFG, 400, 0.3)
     lc = bc.BCConfig(net=NetConfig(hidden=(16, 16), shared=False))

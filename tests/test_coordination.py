@@ -15,7 +15,7 @@ import pytest
 
 from jaxrrm import EnvConfig, EnvParams, baselines, compare, evaluate, pipeline, train
 from jaxrrm.algos import bc, cql
-from jaxrrm.algos.common import NetConfig
+from jaxrrm.algos.netconfig import NetConfig
 
 CFG = EnvConfig(num_aps=2, num_ues=6, num_candidates=2, horizon=20, obs_interference=True,
                 obs_clock=True, obs_share="global")

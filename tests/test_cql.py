@@ -17,7 +17,7 @@ import pytest
 
 from jaxrrm import EnvConfig, EnvParams, env
 from jaxrrm.algos import bc, cql
-from jaxrrm.algos.common import NetConfig
+from jaxrrm.algos.netconfig import NetConfig
 from jaxrrm.baselines import decode_joint_action, encode_joint_action, joint_action_table
 from jaxrrm.data import Transitions, sample
 from jaxrrm.env import Observation

@@ -77,7 +77,7 @@ def tiny_trainer(num_seeds: int):
     """A tiny CTDE-CQL trainer and a synthetic dataset (random rows: numerics, not learning)."""
     from jaxrrm import data, train
     from jaxrrm.algos import cql
-    from jaxrrm.algos.common import NetConfig
+    from jaxrrm.algos.netconfig import NetConfig
 
     cfg, params = tiny_env()
     net = NetConfig(hidden=(16, 16), shared=False)

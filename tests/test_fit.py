@@ -1,15 +1,17 @@
-"""The online host loop (jaxrrm.algos.common.fit): its non-finite guard."""
+"""The online host loop (jaxrrm.train_online.fit, the single-seed run of jaxrrm.loop.run_chunks):
+its non-finite guard."""
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrrm import EnvConfig, EnvParams, train
-from jaxrrm.algos import common, dqn
-from jaxrrm.algos.common import NetConfig
+from _train_setup import poison_rewards_from
+
+from jaxrrm import EnvConfig, EnvParams, loop, train, train_online
+from jaxrrm.algos import dqn
+from jaxrrm.algos.netconfig import NetConfig
 
 TINY = EnvConfig(num_aps=2, num_ues=6, num_candidates=2, horizon=20)
 NUM_ENVS, STEPS = 8, 10  # chunk 0: slots 0-9 of the first episodes, chunk 1: slots 10-19
@@ -22,22 +24,15 @@ def test_fit_stops_on_a_nan_reward_and_keeps_the_last_good_state(monkeypatch):
     """A NaN team reward from slot 10 on (the second chunk) poisons the TD targets: fit raises
     train.NonFiniteLossError naming chunk 1 and the bad losses, with the state after chunk 0
     (bitwise that of a run of one chunk), before calling log / on_chunk for chunk 1."""
-    real_step = common.runner_step
-
-    def poisoned(key, runner, actions, params, cfg):
-        new, tr, ended, done = real_step(key, runner, actions, params, cfg)
-        return new, tr.replace(reward=jnp.where(runner.t >= STEPS, jnp.nan, tr.reward)), \
-            ended, done
-
-    monkeypatch.setattr(common, "runner_step", poisoned)   # read when train_chunk is traced
+    poison_rewards_from(monkeypatch, STEPS)
     trainer = dqn.make_train(TINY, EnvParams.create(TINY), CFG, eval_episodes=1)
     logged, seen = [], []
     with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss in chunk 1, updates "
                        r"\d+\.\.\d+ \(the chunk's means\), seed 0: .*loss=nan") as info:
-        common.fit(trainer, jax.random.key(0), 3, log=logged.append,
+        train_online.fit(trainer, jax.random.key(0), 3, log=logged.append,
                    on_chunk=lambda c, ts, m, trs: seen.append(c))
     err = info.value
-    assert isinstance(err, common.NonFiniteLossError) and isinstance(err, FloatingPointError)
+    assert isinstance(err, loop.NonFiniteLossError) and isinstance(err, FloatingPointError)
     assert err.chunk == 1 and err.seed == 0
     assert "loss" in err.losses and not np.isfinite(err.losses["loss"])
     assert "reward" in err.losses
@@ -54,8 +49,9 @@ def test_fit_stops_on_a_nan_reward_and_keeps_the_last_good_state(monkeypatch):
 
 
 def test_offline_and_online_guards_share_the_error():
-    assert train.NonFiniteLossError is common.NonFiniteLossError
-    err = common.nonfinite_loss_error({"critic_loss": float("nan")}, chunk=3, update=31,
+    assert train.NonFiniteLossError is loop.NonFiniteLossError
+    assert train_online.NonFiniteLossError is loop.NonFiniteLossError
+    err = loop.nonfinite_loss_error({"critic_loss": float("nan")}, chunk=3, update=31,
                                       where="update 31 (update 1 of the chunk)", seed=2, done=30,
                                       state="S", history=["h"])
     assert str(err) == ("non-finite loss in chunk 3, update 31 (update 1 of the chunk), seed 2: "

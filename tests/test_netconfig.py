@@ -9,7 +9,7 @@ import pytest
 
 from jaxrrm import EnvConfig
 from jaxrrm.algos import bc, cql, dqn, sac
-from jaxrrm.algos.common import BEHAVIOUR_NET, NetConfig
+from jaxrrm.algos.netconfig import BEHAVIOUR_NET, NetConfig
 
 TINY = EnvConfig(num_aps=2, num_ues=4, num_candidates=2, horizon=5)
 NET = NetConfig(hidden=(16,))   # what the README's snippet writes: no `shared`

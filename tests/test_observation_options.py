@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxrrm import EnvConfig, EnvParams, baselines, data, env, radio
-from jaxrrm.algos.common import NetConfig
+from jaxrrm.algos.netconfig import NetConfig
 from jaxrrm.units import dbm_to_w
 
 L10 = math.log10

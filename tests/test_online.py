@@ -1,4 +1,5 @@
-"""Online behaviour learners (jaxrrm.algos.dqn / sac), their networks and replay buffer.
+"""Online behaviour learners (jaxrrm.algos.dqn / sac), their networks, replay buffer and parallel
+environments.
 
 Compilation dominates: each trainer is built once per module (fixtures) on a tiny configuration
 and its ``train_chunk`` compiled once; the stream test reads the first chunk the learning test
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 
 from jaxrrm import EnvConfig, EnvParams, baselines, env, evaluate
-from jaxrrm.algos import common, dqn, sac
-from jaxrrm.algos.common import NetConfig
+from jaxrrm.algos import dqn, optim, replay, sac, vec_env
+from jaxrrm.algos.netconfig import NetConfig
 from jaxrrm.networks import (MASK_VALUE, AgentNet, masked_argmax, masked_entropy,
                              masked_log_softmax, sample_masked)
 
@@ -95,30 +96,30 @@ def test_configs_hashable_and_defaults_valid():
 
 def test_replay_insert_and_wrap_around():
     example = {"x": jnp.zeros((2,), jnp.float32), "i": jnp.zeros((), jnp.int32)}
-    buf = common.replay_init(example, 5)
+    buf = replay.replay_init(example, 5)
     assert buf.capacity == 5 and int(buf.size) == 0 and int(buf.ptr) == 0
 
     def batch(start, n):
         i = jnp.arange(start, start + n, dtype=jnp.int32)
         return {"x": jnp.stack([i, -i], -1).astype(jnp.float32), "i": i}
 
-    buf = common.replay_add(buf, batch(0, 3))
+    buf = replay.replay_add(buf, batch(0, 3))
     assert int(buf.size) == 3 and int(buf.ptr) == 3
     np.testing.assert_array_equal(buf.data["i"][:3], [0, 1, 2])
     # Only the filled part is ever sampled.
-    s = common.replay_sample(jax.random.key(0), buf, 500)
+    s = replay.replay_sample(jax.random.key(0), buf, 500)
     assert set(np.asarray(s["i"]).tolist()) == {0, 1, 2}
     np.testing.assert_array_equal(np.asarray(s["x"][:, 0]), np.asarray(s["i"]))
 
-    buf = common.replay_add(buf, batch(3, 4))  # records 3..6: 5, 6 wrap to slots 0, 1
+    buf = replay.replay_add(buf, batch(3, 4))  # records 3..6: 5, 6 wrap to slots 0, 1
     assert int(buf.size) == 5 and int(buf.ptr) == 2
     np.testing.assert_array_equal(buf.data["i"], [5, 6, 2, 3, 4])
     np.testing.assert_array_equal(buf.data["x"][:, 1], [-5, -6, -2, -3, -4])
-    buf = common.replay_add(buf, batch(7, 5))  # a full lap
+    buf = replay.replay_add(buf, batch(7, 5))  # a full lap
     assert int(buf.size) == 5 and int(buf.ptr) == 2
     np.testing.assert_array_equal(buf.data["i"], [10, 11, 7, 8, 9])
     with pytest.raises(ValueError, match="capacity"):
-        common.replay_add(buf, batch(0, 6))
+        replay.replay_add(buf, batch(0, 6))
 
 
 # ------------------------------------------------------------------------------------------
@@ -262,9 +263,9 @@ def test_truncated_next_obs_is_the_final_observation(tiny_params):
     """At the last slot of an episode, next_obs is what env.step returned, not the reset obs."""
     h = 3
     cfg = TINY.replace(horizon=h)
-    runner = jax.jit(common.runner_init, static_argnums=(1, 3))(jax.random.key(0), 2,
+    runner = jax.jit(vec_env.runner_init, static_argnums=(1, 3))(jax.random.key(0), 2,
                                                                 tiny_params, cfg)
-    run_step = jax.jit(common.runner_step, static_argnums=(4,))
+    run_step = jax.jit(vec_env.runner_step, static_argnums=(4,))
     step = jax.jit(env.step, static_argnums=(4,))
     acts = jnp.full((2, cfg.num_aps), cfg.idle_action, jnp.int32)
     for s in range(h - 1):
@@ -332,14 +333,14 @@ def test_gradient_step_by_hand():
     def loss(p, x):
         return jnp.sum((p["w"] * x) ** 2), {"x": x}
 
-    new, opt_state, val, aux, grads = common.gradient_step(loss, params, tx.init(params), tx, 3.0)
+    new, opt_state, val, aux, grads = optim.gradient_step(loss, params, tx.init(params), tx, 3.0)
     np.testing.assert_allclose(val, 9.0 + 36.0)
     np.testing.assert_allclose(grads["w"], [18.0, -36.0])
     np.testing.assert_allclose(new["w"], [0.82, -1.64], rtol=1e-6)
     assert float(aux["x"]) == 3.0
     # without aux; Adam's state advances (count 1)
     tx = optax.adam(0.1)
-    new, st, val, aux, _ = common.gradient_step(lambda p: jnp.sum(p["w"]), params,
+    new, st, val, aux, _ = optim.gradient_step(lambda p: jnp.sum(p["w"]), params,
                                                 tx.init(params), tx, has_aux=False)
     assert aux is None and float(val) == -1.0
     np.testing.assert_allclose(new["w"], [0.9, -2.1], rtol=1e-5)  # Adam's first step: lr * sign

@@ -13,7 +13,7 @@ import pytest
 
 from jaxrrm import EnvParams
 from jaxrrm.algos import cql, losses, sac
-from jaxrrm.algos.common import ReplayItem
+from jaxrrm.algos.replay import ReplayItem
 
 from test_cql import NET, TINY, make_batch  # the CQL tests' scenario and random batches
 

@@ -47,13 +47,14 @@ import optax
 from flax import struct
 
 from ..baselines import decode_joint_action, encode_joint_action
-from ..config import EnvConfig
+from ..config import EnvConfig, is_num, require
 from ..data import Transitions
-from ..networks import MLP, masked_argmax, masked_entropy, masked_log_softmax, sample_masked
-from .common import NetConfig, gradient_step, is_num, require
 from ..env import policy_with_params, replicated_policy
+from ..networks import MLP, masked_argmax, masked_entropy, masked_log_softmax, sample_masked
 from .cql import (CQL_NET, EXECUTIONS, MAX_JOINT_ACTIONS, OFFLINE_SHARED, canonical_actions,
                   check_execution, joint_action_mask, q_at)
+from .netconfig import NetConfig
+from .optim import gradient_step
 
 
 PARADIGMS = ("decentralized", "centralized")
@@ -66,7 +67,7 @@ class BCConfig:
     Attributes:
       lr: Adam learning rate (> 0).
       max_grad_norm: global gradient-norm clip (> 0).
-      net: the per-AP policy network (:class:`jaxrrm.algos.common.NetConfig`; separate
+      net: the per-AP policy network (:class:`jaxrrm.algos.netconfig.NetConfig`; separate
         parameters per AP by default, and for ``shared=None``); for ``"centralized"`` the
         joint policy's MLP (its ``shared`` / ``agent_id`` do not apply).
       paradigm: ``"decentralized"`` (per-AP policies on their own observations) or

@@ -145,16 +145,16 @@ import optax
 from flax import struct
 
 from ..baselines import decode_joint_action, encode_joint_action
-from ..config import EnvConfig
+from ..config import EnvConfig, is_int, is_num, require
 from ..data import Transitions
 from ..env import policy_with_params, replicated_policy
 from ..networks import (MLP, QMixer, ensemble_apply, ensemble_init, mask_logits, masked_argmax,
-                        masked_log_softmax, sample_masked)
-from .common import (NetConfig, gradient_step, is_int, is_num, polyak, random_valid_actions,
-                     require)
+                        masked_log_softmax, random_valid_actions, sample_masked)
 from .losses import (not_done, q_at, sac_actor_loss, soft_value, target_entropy,  # noqa: F401
                      td_loss, td_target, temperature_loss)
 from .losses import actor_loss as sac_batch_actor_loss
+from .netconfig import NetConfig
+from .optim import gradient_step, polyak
 
 PARADIGMS = ("centralized", "independent", "ctde", "qmix")
 #: How a centralized policy is executed (:attr:`CQLConfig.execution`).
@@ -205,7 +205,7 @@ class CQLConfig:
       reward_scale: the team reward is multiplied by this in the TD target (> 0).
       bootstrap_truncated: bootstrap through truncation (True: the game ends by time limit only,
         docs/design.md §2); False treats a truncated row as terminal.
-      critic_net, actor_net: :class:`jaxrrm.algos.common.NetConfig` of the critics and the
+      critic_net, actor_net: :class:`jaxrrm.algos.netconfig.NetConfig` of the critics and the
         actor (hidden widths, activation, layer norm; ``shared``/``agent_id`` choose parameter
         sharing across APs in ``ctde`` and ``qmix``; ``independent`` requires
         ``shared=False``; ``shared=None`` resolves to ``False``, per-AP parameters, in every

@@ -17,9 +17,10 @@ bootstrapped from.
 
 Training runs ``num_envs`` episodes in parallel (``vmap`` of :func:`jaxrrm.env.step_auto_reset`),
 ``lax.scan`` over environment steps, with an on-device circular replay buffer; every vectorised
-environment step is followed by ``updates_per_step`` gradient updates. One call of ``train_chunk``
-(jitted, the whole chunk one XLA program) runs ``steps_per_chunk`` such steps and returns the
-chunk's learning-curve metrics and, in time order, every transition it generated
+environment step is followed by ``updates_per_step`` gradient updates. One call of the
+learner's ``chunk`` (pure; jitted, the whole chunk is one XLA program) runs ``steps_per_chunk``
+such steps and returns the chunk's learning-curve metrics and, in time order, every transition
+it generated
 (:class:`jaxrrm.data.Transitions`, ``[steps_per_chunk * num_envs]`` step-major) for the dataset
 code. Exploration is epsilon-greedy, epsilon decaying linearly per AP; before ``learning_starts``
 transitions are in the buffer the actions are uniformly random over valid actions.
@@ -36,31 +37,32 @@ moment of service, so TDM has the *largest* PF return of the baselines (~465 per
 for ``full_reuse``) and the lowest score; the learners end near ~350. The return is therefore a
 poor proxy of a behaviour policy's quality; evaluate the score.
 
-API::
+API (:mod:`jaxrrm.algos.online`: a single-seed pure learner; seeds, the non-finite guard and
+checkpoints are :mod:`jaxrrm.train_online`'s)::
 
-    trainer = make_train(env_cfg, env_params, DQNConfig())
-    ts = trainer.init(jax.random.key(0))
-    ts, metrics, transitions = trainer.train_chunk(ts)      # jitted; repeat
-    pol = trainer.policy(ts.params, greedy=True)             # a jaxrrm Policy
+    learner = make_learner(env_cfg, env_params, DQNConfig())
+    ts = learner.init(jax.random.key(0))                     # pure: jit / vmap it
+    ts, metrics, transitions = learner.chunk(ts)             # pure: jit / vmap it; repeat
+    pol = learner.policy(ts.params, greedy=True)             # a jaxrrm Policy
+    trainer = make_train(env_cfg, env_params, DQNConfig())   # the same, jitted (one seed)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from .. import env as envlib
-from ..config import EnvConfig, EnvParams
-from ..evaluate import rollout_seeds
-from ..networks import masked_argmax
-from . import common
-from .common import (BEHAVIOUR_NET, NetConfig, OnlineRunConfig, ReplayItem, is_int, is_num,
-                     require)
+from ..config import EnvConfig, EnvParams, is_int, is_num, require
+from ..networks import masked_argmax, random_valid_actions
+from . import online, optim, vec_env
+from . import replay as replay_lib
+from .netconfig import BEHAVIOUR_NET, NetConfig
+from .online import OnlineLearner, OnlineRunConfig, OnlineState, Trainer  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +71,7 @@ class DQNConfig(OnlineRunConfig):
 
     Attributes:
       num_envs: parallel episodes ``E``.
-      steps_per_chunk: vectorised environment steps per ``train_chunk`` call (each gives ``E``
+      steps_per_chunk: vectorised environment steps per ``chunk`` call (each gives ``E``
         transitions).
       updates_per_step: gradient updates after each vectorised environment step.
       batch_size: minibatch of joint transitions per update.
@@ -87,7 +89,7 @@ class DQNConfig(OnlineRunConfig):
       reward_scale: the team reward is multiplied by this in the TD target (> 0).
       net: the per-AP Q network (:class:`NetConfig`; ``shared=None`` resolves to a network
         shared across APs).
-      return_transitions: ``train_chunk`` also returns the chunk's transitions (else None).
+      return_transitions: ``chunk`` also returns the chunk's transitions (else None).
     """
 
     num_envs: int = 32
@@ -125,52 +127,9 @@ class DQNConfig(OnlineRunConfig):
         require(isinstance(self.double, bool), "double", "True or False", self.double)
 
 
-@struct.dataclass
-class DQNState:
-    """Everything that changes during training (a pytree; lives on the device).
-
-    Attributes:
-      params: ``{"q": online params, "q_target": target params}``.
-      opt_state: optax state of the online Q network.
-      replay: :class:`jaxrrm.algos.common.Replay` of :class:`ReplayItem`.
-      runner: :class:`jaxrrm.algos.common.Runner`, the parallel environments.
-      key: PRNG key.
-      env_steps: ``[]`` int32, transitions collected so far.
-      updates: ``[]`` int32, gradient updates so far.
-    """
-
-    params: Any
-    opt_state: Any
-    replay: Any
-    runner: Any
-    key: jax.Array
-    env_steps: jax.Array
-    updates: jax.Array
-
-
-class Trainer(NamedTuple):
-    """What :func:`make_train` returns.
-
-    Attributes:
-      init: jitted ``init(key) -> DQNState``.
-      train_chunk: jitted ``train_chunk(state) -> (state, metrics, transitions | None)``;
-        ``metrics`` is a dict of scalars (see :func:`make_train`).
-      policy: ``policy(params, greedy=True, epsilon=None) -> jaxrrm Policy``.
-      evaluate: jitted ``evaluate(keys [S], params) -> (ue_rates [S, E, K], mean return [S])`` of
-        the greedy policy (``make_train(..., eval_episodes=E)``).
-      net: the Q network module.
-      config: the :class:`DQNConfig`.
-      env_cfg, env_params: the environment it trains on.
-    """
-
-    init: Callable
-    train_chunk: Callable
-    policy: Callable
-    evaluate: Callable
-    net: Any
-    config: DQNConfig
-    env_cfg: EnvConfig
-    env_params: EnvParams
+#: The DQN training state: :class:`jaxrrm.algos.online.OnlineState` with ``params = {"q": online
+#: params, "q_target": target params}`` and ``opt_state`` the online Q network's optax state.
+DQNState = OnlineState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +149,7 @@ class QPolicy:
         if self.greedy:
             return a
         k1, k2 = jax.random.split(key)
-        rnd = common.random_valid_actions(k1, obs.action_mask)
+        rnd = random_valid_actions(k1, obs.action_mask)
         return jnp.where(jax.random.uniform(k2, a.shape) < self.epsilon, rnd, a).astype(jnp.int32)
 
 
@@ -209,40 +168,29 @@ def make_policy(net, env_cfg: EnvConfig, params, greedy: bool = True,
     return envlib.policy_with_params(QPolicy(net, bool(greedy), eps), q_params)
 
 
-def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: DQNConfig = DQNConfig(),
-               eval_episodes: int = 64) -> Trainer:
-    """Build the DQN trainer for one environment configuration.
+def make_learner(env_cfg: EnvConfig, env_params: EnvParams,
+                 cfg: DQNConfig = DQNConfig()) -> OnlineLearner:
+    """The single-seed pure DQN learner for one environment (:class:`OnlineLearner`).
 
-    Chunk metrics (means over the chunk unless said otherwise): ``reward`` (team reward per slot
-    of the behaviour policy), ``episode_return`` (mean return of the episodes that ended in the
-    chunk, NaN if none), ``episodes`` (how many ended), ``loss``, ``q`` (mean Q of the taken
-    actions), ``target`` (mean TD target), ``grad_norm``, ``epsilon`` (at the chunk's end),
-    ``idle_frac`` (fraction of AP-slots silent), ``learning`` (fraction of steps with updates),
-    ``env_steps`` and ``updates`` (totals at the chunk's end).
+    ``init(key)`` splits ``key`` into ``(k_net, k_env, k_run)``: the Q network's initialisation,
+    the reset of the ``E`` environments and the run key of the state. Every step of ``chunk``
+    explores epsilon-greedily (``k_act1``: the random actions, ``k_act2``: the coin flips; epsilon
+    1 while the replay is warming up). Chunk metrics (:func:`jaxrrm.algos.online.make_chunk`):
+    ``loss``, ``q`` (mean Q of the taken actions), ``target`` (mean TD target), ``grad_norm``,
+    the common ones, and ``epsilon`` (at the chunk's end).
     """
     net = cfg.net.agent_net(env_cfg)
     tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
-    eps_fn = common.linear_schedule(cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
-    num_envs = cfg.num_envs
-    idle = env_cfg.idle_action if env_cfg.allow_idle else -1
+    eps_fn = optim.linear_schedule(cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
 
-    @jax.jit
-    def init(key) -> DQNState:
+    def init(key) -> OnlineState:
         k_net, k_env, k_run = jax.random.split(key, 3)
-        runner = common.runner_init(k_env, num_envs, env_params, env_cfg)
-        obs0 = jax.tree.map(lambda x: x[0], runner.obs)
-        q_params = net.init(k_net, obs0.agents)
-        example = ReplayItem(obs=obs0.agents, action_mask=obs0.action_mask,
-                             actions=jnp.zeros((env_cfg.num_aps,), jnp.int32),
-                             reward=jnp.zeros((), jnp.float32), next_obs=obs0.agents,
-                             next_action_mask=obs0.action_mask, terminated=jnp.zeros((), bool))
-        return DQNState(params={"q": q_params, "q_target": q_params},
-                        opt_state=tx.init(q_params),
-                        replay=common.replay_init(example, cfg.buffer_size), runner=runner,
-                        key=k_run, env_steps=jnp.zeros((), jnp.int32),
-                        updates=jnp.zeros((), jnp.int32))
+        runner = vec_env.runner_init(k_env, cfg.num_envs, env_params, env_cfg)
+        q_params = net.init(k_net, online.first_obs(runner).agents)
+        return online.init_state(runner, {"q": q_params, "q_target": q_params},
+                                 tx.init(q_params), cfg.buffer_size, k_run, env_cfg.num_aps)
 
-    def loss_fn(q_params, target_params, batch: ReplayItem):
+    def loss_fn(q_params, target_params, batch):
         q = net.apply(q_params, batch.obs)  # [B, I, A]
         q_a = jnp.take_along_axis(q, batch.actions[..., None], axis=-1)[..., 0]  # [B, I]
         q_next_t = net.apply(target_params, batch.next_obs)
@@ -259,75 +207,38 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: DQNConfig = DQNCo
 
     def update(carry, key, replay):
         params, opt_state, updates = carry
-        batch = common.replay_sample(key, replay, cfg.batch_size)
-        q_params, opt_state, loss, aux, grads = common.gradient_step(
+        batch = replay_lib.replay_sample(key, replay, cfg.batch_size)
+        q_params, opt_state, loss, aux, grads = optim.gradient_step(
             loss_fn, params["q"], opt_state, tx, params["q_target"], batch)
         updates = updates + 1
         sync = (updates % cfg.target_period) == 0
-        tgt = common.polyak(params["q_target"], q_params, cfg.tau)
+        tgt = optim.polyak(params["q_target"], q_params, cfg.tau)
         tgt = jax.tree.map(lambda new, old: jnp.where(sync, new, old), tgt, params["q_target"])
         m = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return ({"q": q_params, "q_target": tgt}, opt_state, updates), m
 
-    def env_step(ts: DQNState):
-        key, k_rand, k_eps, k_env, k_upd = jax.random.split(ts.key, 5)
+    def act(ts: OnlineState, warm, k_rand, k_eps):
         obs = ts.runner.obs
-        warm = ts.replay.size < cfg.learning_starts
         eps = jnp.where(warm, 1.0, eps_fn(jnp.maximum(ts.env_steps - cfg.learning_starts, 0)))
         q = net.apply(ts.params["q"], obs.agents)  # [E, I, A]
         greedy = masked_argmax(q, obs.action_mask)
-        rnd = common.random_valid_actions(k_rand, obs.action_mask)
+        rnd = random_valid_actions(k_rand, obs.action_mask)
         explore = jax.random.uniform(k_eps, greedy.shape) < eps
-        actions = jnp.where(explore, rnd, greedy).astype(jnp.int32)
-        runner, tr, ended_ret, done = common.runner_step(k_env, ts.runner, actions, env_params,
-                                                         env_cfg)
-        replay = common.replay_add(ts.replay, ReplayItem.from_transitions(tr))
-        return key, k_upd, eps, actions, runner, tr, ended_ret, done, replay
+        return jnp.where(explore, rnd, greedy).astype(jnp.int32), {"epsilon": eps}
 
-    def step(ts: DQNState, _):
-        key, k_upd, eps, actions, runner, tr, ended_ret, done, replay = env_step(ts)
-        learn = replay.size >= cfg.learning_starts
-
-        def do(_):
-            (params, opt_state, updates), m = jax.lax.scan(
-                lambda c, k: update(c, k, replay), (ts.params, ts.opt_state, ts.updates),
-                jax.random.split(k_upd, cfg.updates_per_step))
-            return params, opt_state, updates, jax.tree.map(jnp.mean, m)
-
-        def skip(_):
-            zeros = {k: jnp.zeros((), jnp.float32) for k in ("loss", "grad_norm", "q", "target")}
-            return ts.params, ts.opt_state, ts.updates, zeros
-
-        params, opt_state, updates, m = jax.lax.cond(learn, do, skip, None)
-        ts = DQNState(params=params, opt_state=opt_state, replay=replay, runner=runner, key=key,
-                      env_steps=ts.env_steps + num_envs, updates=updates)
-        out = dict(m, reward=jnp.mean(tr.reward), ended_return=jnp.sum(ended_ret),
-                   episodes=jnp.sum(done).astype(jnp.float32), epsilon=eps,
-                   idle_frac=jnp.mean((actions == idle).astype(jnp.float32)),
-                   learning=learn.astype(jnp.float32))
-        return ts, (out, tr if cfg.return_transitions else None)
-
-    @jax.jit
-    def train_chunk(ts: DQNState):
-        ts, (out, trs) = jax.lax.scan(step, ts, None, length=cfg.steps_per_chunk)
-        learn = out["learning"]
-        n_learn = jnp.maximum(jnp.sum(learn), 1.0)
-        metrics = {k: jnp.sum(out[k] * learn) / n_learn for k in ("loss", "grad_norm", "q",
-                                                                   "target")}
-        n_ep = jnp.sum(out["episodes"])
-        metrics.update(
-            reward=jnp.mean(out["reward"]),
-            episode_return=jnp.where(n_ep > 0, jnp.sum(out["ended_return"]) / n_ep, jnp.nan),
-            episodes=n_ep, epsilon=out["epsilon"][-1], idle_frac=jnp.mean(out["idle_frac"]),
-            learning=jnp.mean(learn), env_steps=ts.env_steps, updates=ts.updates)
-        trs = common.flatten_time_env(trs) if cfg.return_transitions else None
-        return ts, metrics, trs
+    chunk = online.make_chunk(cfg, env_cfg, env_params, act=act, update=update,
+                              loss_names=("loss", "grad_norm", "q", "target"),
+                              summary=lambda ts, out: {"epsilon": out["epsilon"][-1]})
 
     def policy(params, greedy: bool = True, epsilon: Optional[float] = None):
         return make_policy(net, env_cfg, params, greedy, epsilon)
 
-    def evaluate(keys, params):
-        return rollout_seeds(keys, make_policy(net, env_cfg, params, True), env_params, env_cfg,
-                             eval_episodes)
-    return Trainer(init=init, train_chunk=train_chunk, policy=policy, evaluate=evaluate, net=net,
-                   config=cfg, env_cfg=env_cfg, env_params=env_params)
+    return OnlineLearner(init=init, chunk=chunk, policy=policy, nets={"q": net}, config=cfg,
+                         env_cfg=env_cfg, env_params=env_params)
+
+
+def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: DQNConfig = DQNConfig(),
+               eval_episodes: int = 64) -> Trainer:
+    """The jitted single-seed :class:`jaxrrm.algos.online.Trainer` of :func:`make_learner`
+    (``evaluate`` on ``eval_episodes`` episodes per key)."""
+    return online.make_trainer(make_learner(env_cfg, env_params, cfg), eval_episodes)

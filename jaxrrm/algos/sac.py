@@ -40,32 +40,34 @@ the greedy policy is the actor's masked argmax.
 **Discount**: see :mod:`jaxrrm.algos.dqn` (``gamma = 0.9`` by default: the PF averages forget in
 ~20 slots; the PF return is a poor proxy of the score, evaluate the score).
 
-API::
+API (:mod:`jaxrrm.algos.online`: a single-seed pure learner, as :mod:`jaxrrm.algos.dqn`)::
 
-    trainer = make_train(env_cfg, env_params, SACConfig())
-    ts = trainer.init(jax.random.key(0))
-    ts, metrics, transitions = trainer.train_chunk(ts)      # jitted; repeat
-    pol = trainer.policy(ts.params, greedy=True)             # a jaxrrm Policy
+    learner = make_learner(env_cfg, env_params, SACConfig())
+    ts = learner.init(jax.random.key(0))                     # pure: jit / vmap it
+    ts, metrics, transitions = learner.chunk(ts)             # pure: jit / vmap it; repeat
+    pol = learner.policy(ts.params, greedy=True)             # a jaxrrm Policy
+    trainer = make_train(env_cfg, env_params, SACConfig())   # the same, jitted (one seed)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from .. import env as envlib
-from ..config import EnvConfig, EnvParams
-from ..evaluate import rollout_seeds
+from ..config import EnvConfig, EnvParams, is_num, require
 from ..networks import (ensemble_apply, ensemble_init, masked_argmax, masked_log_softmax,
-                        sample_masked)
-from . import common, losses
-from .common import BEHAVIOUR_NET, NetConfig, OnlineRunConfig, ReplayItem, is_num, require
+                        random_valid_actions, sample_masked)
+from . import losses, online, optim, vec_env
+from . import replay as replay_lib
+from .netconfig import BEHAVIOUR_NET, NetConfig
+from .online import OnlineLearner, OnlineRunConfig, OnlineState, Trainer  # noqa: F401
+from .replay import ReplayItem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,45 +119,10 @@ class SACConfig(OnlineRunConfig):
                 self.autotune_alpha)
 
 
-@struct.dataclass
-class SACState:
-    """Everything that changes during training (a pytree; lives on the device).
-
-    Attributes:
-      params: ``{"actor", "critic" (twin, stacked on axis 0), "critic_target", "log_alpha" [I]}``.
-      opt_state: ``{"actor", "critic", "alpha"}`` optax states.
-      replay, runner, key, env_steps, updates: as in :class:`jaxrrm.algos.dqn.DQNState`.
-    """
-
-    params: Any
-    opt_state: Any
-    replay: Any
-    runner: Any
-    key: jax.Array
-    env_steps: jax.Array
-    updates: jax.Array
-
-
-class Trainer(NamedTuple):
-    """What :func:`make_train` returns (see :class:`jaxrrm.algos.dqn.Trainer`).
-
-    ``policy(params, greedy=True)``: masked argmax of the actor if greedy, else a sample.
-    ``critic_loss(critic_params, params, batch: ReplayItem) -> (loss, (aux, q_min))`` and
-    ``actor_loss(actor_params, params, batch, q_min) -> (loss, entropy)``: the losses of one
-    update (pure; as :class:`jaxrrm.algos.cql.Learner`'s).
-    """
-
-    init: Callable
-    train_chunk: Callable
-    policy: Callable
-    evaluate: Callable
-    actor: Any
-    critic: Any
-    config: SACConfig
-    env_cfg: EnvConfig
-    env_params: EnvParams
-    critic_loss: Optional[Callable] = None
-    actor_loss: Optional[Callable] = None
+#: The SAC training state: :class:`jaxrrm.algos.online.OnlineState` with ``params = {"actor",
+#: "critic" (twin, stacked on axis 0), "critic_target", "log_alpha" [I]}`` and ``opt_state =
+#: {"actor", "critic", "alpha"}``.
+SACState = OnlineState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,14 +155,18 @@ def make_policy(actor, env_cfg: EnvConfig, params, greedy: bool = True):
 target_entropy = losses.target_entropy
 
 
-def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACConfig(),
-               eval_episodes: int = 64) -> Trainer:
-    """Build the discrete-SAC trainer for one environment configuration.
+def make_learner(env_cfg: EnvConfig, env_params: EnvParams,
+                 cfg: SACConfig = SACConfig()) -> OnlineLearner:
+    """The single-seed pure discrete-SAC learner for one environment (:class:`OnlineLearner`).
 
-    Chunk metrics (means over the chunk): ``reward``, ``episode_return``, ``episodes``,
-    ``idle_frac``, ``learning``, ``env_steps``, ``updates`` as in DQN, and ``critic_loss``,
+    ``init(key)`` splits ``key`` into ``(k_actor, k_critic, k_env, k_run)``. Every step of
+    ``chunk`` samples the actor (``k_act1``; ``k_act2``: the uniform actions while the replay is
+    warming up). Chunk metrics (:func:`jaxrrm.algos.online.make_chunk`): ``critic_loss``,
     ``actor_loss``, ``alpha_loss``, ``q`` (mean Q of taken actions), ``target`` (mean TD target),
-    ``entropy`` (mean policy entropy on the minibatch), ``alpha`` (mean over APs, at the end).
+    ``entropy`` (mean policy entropy on the minibatch), the common ones, and ``alpha`` (mean over
+    APs, at the end). ``losses``: ``critic_loss(critic_params, params, batch: ReplayItem) ->
+    (loss, (aux, q_min))`` and ``actor_loss(actor_params, params, batch, q_min) -> (loss,
+    entropy)``, the losses of one update (as :class:`jaxrrm.algos.cql.Learner`'s).
     """
     actor = cfg.actor_net.agent_net(env_cfg, out_scale=0.01)
     critic = cfg.critic_net.agent_net(env_cfg)
@@ -205,14 +176,11 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACCo
         return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr))
 
     tx_actor, tx_critic, tx_alpha = opt(cfg.actor_lr), opt(cfg.critic_lr), optax.adam(cfg.alpha_lr)
-    num_envs = cfg.num_envs
-    idle = env_cfg.idle_action if env_cfg.allow_idle else -1
 
-    @jax.jit
-    def init(key) -> SACState:
+    def init(key) -> OnlineState:
         k_a, k_c, k_env, k_run = jax.random.split(key, 4)
-        runner = common.runner_init(k_env, num_envs, env_params, env_cfg)
-        obs0 = jax.tree.map(lambda x: x[0], runner.obs)
+        runner = vec_env.runner_init(k_env, cfg.num_envs, env_params, env_cfg)
+        obs0 = online.first_obs(runner)
         a_params = actor.init(k_a, obs0.agents)
         c_params = ensemble_init(critic, k_c, obs0.agents, 2)
         log_alpha = jnp.full((num_aps,), math.log(cfg.init_alpha), jnp.float32)
@@ -220,14 +188,7 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACCo
                   "log_alpha": log_alpha}
         opt_state = {"actor": tx_actor.init(a_params), "critic": tx_critic.init(c_params),
                      "alpha": tx_alpha.init(log_alpha)}
-        example = ReplayItem(obs=obs0.agents, action_mask=obs0.action_mask,
-                             actions=jnp.zeros((num_aps,), jnp.int32),
-                             reward=jnp.zeros((), jnp.float32), next_obs=obs0.agents,
-                             next_action_mask=obs0.action_mask, terminated=jnp.zeros((), bool))
-        return SACState(params=params, opt_state=opt_state,
-                        replay=common.replay_init(example, cfg.buffer_size), runner=runner,
-                        key=k_run, env_steps=jnp.zeros((), jnp.int32),
-                        updates=jnp.zeros((), jnp.int32))
+        return online.init_state(runner, params, opt_state, cfg.buffer_size, k_run, num_aps)
 
     def critic_loss(c_params, params, batch: ReplayItem):
         """Soft TD loss (:func:`jaxrrm.algos.losses.td_loss`) of the twin critics on ``batch``
@@ -259,24 +220,24 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACCo
 
     def update(carry, key, replay):
         params, opt_state, updates = carry
-        batch = common.replay_sample(key, replay, cfg.batch_size)
-        c_params, c_opt, c_loss, (aux, q_min), _ = common.gradient_step(
+        batch = replay_lib.replay_sample(key, replay, cfg.batch_size)
+        c_params, c_opt, c_loss, (aux, q_min), _ = optim.gradient_step(
             critic_loss, params["critic"], opt_state["critic"], tx_critic, params, batch)
         params = dict(params, critic=c_params)
 
-        a_params, a_opt, a_loss, ent, _ = common.gradient_step(
+        a_params, a_opt, a_loss, ent, _ = optim.gradient_step(
             actor_loss, params["actor"], opt_state["actor"], tx_actor, params, batch, q_min)
 
         t_args = (ent, batch.action_mask, cfg.target_entropy_frac)
         if cfg.autotune_alpha:
-            log_alpha, al_opt, al_loss, _, _ = common.gradient_step(
+            log_alpha, al_opt, al_loss, _, _ = optim.gradient_step(
                 losses.temperature_loss, params["log_alpha"], opt_state["alpha"], tx_alpha,
                 *t_args, has_aux=False)
         else:
             al_opt, log_alpha = opt_state["alpha"], params["log_alpha"]
             al_loss = losses.temperature_loss(params["log_alpha"], *t_args)
 
-        tgt = common.polyak(params["critic_target"], c_params, cfg.tau)
+        tgt = optim.polyak(params["critic_target"], c_params, cfg.tau)
         params = {"actor": a_params, "critic": c_params, "critic_target": tgt,
                   "log_alpha": log_alpha}
         opt_state = {"actor": a_opt, "critic": c_opt, "alpha": al_opt}
@@ -284,62 +245,29 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACCo
              "entropy": jnp.mean(ent), **aux}
         return (params, opt_state, updates + 1), m
 
-    loss_names = ("critic_loss", "actor_loss", "alpha_loss", "entropy", "q", "target")
-
-    def step(ts: SACState, _):
-        key, k_act, k_rand, k_env, k_upd = jax.random.split(ts.key, 5)
+    def act(ts: OnlineState, warm, k_act, k_rand):
         obs = ts.runner.obs
-        warm = ts.replay.size < cfg.learning_starts
         logits = actor.apply(ts.params["actor"], obs.agents)  # [E, I, A]
         sampled = sample_masked(k_act, logits, obs.action_mask)
-        rnd = common.random_valid_actions(k_rand, obs.action_mask)
-        actions = jnp.where(warm, rnd, sampled).astype(jnp.int32)
-        runner, tr, ended_ret, done = common.runner_step(k_env, ts.runner, actions, env_params,
-                                                         env_cfg)
-        replay = common.replay_add(ts.replay, ReplayItem.from_transitions(tr))
-        learn = replay.size >= cfg.learning_starts
+        rnd = random_valid_actions(k_rand, obs.action_mask)
+        return jnp.where(warm, rnd, sampled).astype(jnp.int32), {}
 
-        def do(_):
-            (params, opt_state, updates), m = jax.lax.scan(
-                lambda c, k: update(c, k, replay), (ts.params, ts.opt_state, ts.updates),
-                jax.random.split(k_upd, cfg.updates_per_step))
-            return params, opt_state, updates, jax.tree.map(jnp.mean, m)
-
-        def skip(_):
-            zeros = {k: jnp.zeros((), jnp.float32) for k in loss_names}
-            return ts.params, ts.opt_state, ts.updates, zeros
-
-        params, opt_state, updates, m = jax.lax.cond(learn, do, skip, None)
-        ts = SACState(params=params, opt_state=opt_state, replay=replay, runner=runner, key=key,
-                      env_steps=ts.env_steps + num_envs, updates=updates)
-        out = dict(m, reward=jnp.mean(tr.reward), ended_return=jnp.sum(ended_ret),
-                   episodes=jnp.sum(done).astype(jnp.float32),
-                   idle_frac=jnp.mean((actions == idle).astype(jnp.float32)),
-                   learning=learn.astype(jnp.float32))
-        return ts, (out, tr if cfg.return_transitions else None)
-
-    @jax.jit
-    def train_chunk(ts: SACState):
-        ts, (out, trs) = jax.lax.scan(step, ts, None, length=cfg.steps_per_chunk)
-        learn = out["learning"]
-        n_learn = jnp.maximum(jnp.sum(learn), 1.0)
-        metrics = {k: jnp.sum(out[k] * learn) / n_learn for k in loss_names}
-        n_ep = jnp.sum(out["episodes"])
-        metrics.update(
-            reward=jnp.mean(out["reward"]),
-            episode_return=jnp.where(n_ep > 0, jnp.sum(out["ended_return"]) / n_ep, jnp.nan),
-            episodes=n_ep, alpha=jnp.mean(jnp.exp(ts.params["log_alpha"])),
-            idle_frac=jnp.mean(out["idle_frac"]), learning=jnp.mean(learn),
-            env_steps=ts.env_steps, updates=ts.updates)
-        trs = common.flatten_time_env(trs) if cfg.return_transitions else None
-        return ts, metrics, trs
+    chunk = online.make_chunk(
+        cfg, env_cfg, env_params, act=act, update=update,
+        loss_names=("critic_loss", "actor_loss", "alpha_loss", "entropy", "q", "target"),
+        summary=lambda ts, out: {"alpha": jnp.mean(jnp.exp(ts.params["log_alpha"]))})
 
     def policy(params, greedy: bool = True):
         return make_policy(actor, env_cfg, params, greedy)
 
-    def evaluate(keys, params):
-        return rollout_seeds(keys, make_policy(actor, env_cfg, params, True), env_params,
-                             env_cfg, eval_episodes)
-    return Trainer(init=init, train_chunk=train_chunk, policy=policy, evaluate=evaluate,
-                   actor=actor, critic=critic, config=cfg, env_cfg=env_cfg, env_params=env_params,
-                   critic_loss=critic_loss, actor_loss=actor_loss)
+    return OnlineLearner(init=init, chunk=chunk, policy=policy,
+                         nets={"actor": actor, "critic": critic}, config=cfg, env_cfg=env_cfg,
+                         env_params=env_params,
+                         losses={"critic_loss": critic_loss, "actor_loss": actor_loss})
+
+
+def make_train(env_cfg: EnvConfig, env_params: EnvParams, cfg: SACConfig = SACConfig(),
+               eval_episodes: int = 64) -> Trainer:
+    """The jitted single-seed :class:`jaxrrm.algos.online.Trainer` of :func:`make_learner`
+    (``evaluate`` on ``eval_episodes`` episodes per key)."""
+    return online.make_trainer(make_learner(env_cfg, env_params, cfg), eval_episodes)
