@@ -373,7 +373,7 @@ def dataset(run: Run, spec=None, cfg=None, params=None):
 
     try:
         beh = pipeline.load_or_build(spec, cfg, params, run.data_dir, progress=progress,
-                                     rebuild=run.rebuild)
+                                     rebuild=run.rebuild, resumable=True)
     except (ValueError, data.DatasetError) as e:
         raise cli.CliError(f"dataset: {e}") from None
     finally:

@@ -324,9 +324,21 @@ def load_behaviour_params(path: Path, template):
     return serialization.from_bytes(template, payload)
 
 
+#: Sub-directories :func:`build_dataset` writes into a checkpoint directory (what
+#: :func:`load_or_build` removes from its ``<entry>.partial`` once the entry is saved).
+_PARTIAL_PARTS = frozenset({"state", "stream"})
+
+
+def partial_dir(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_dir) -> Path:
+    """Where :func:`load_or_build` (``resumable=True``) checkpoints the build of ``spec``'s
+    cache entry: ``<cache_dir>/<cache_name>.partial``."""
+    return Path(cache_dir) / (cache_name(spec, cfg, params) + ".partial")
+
+
 def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_dir,
                   progress: Optional[Progress] = None, rebuild: bool = False,
-                  checkpoint_dir=None) -> Behaviour:
+                  checkpoint_dir=None, resumable: bool = False,
+                  checkpoint_every_chunks: int = 5) -> Behaviour:
     """``spec``'s dataset from ``cache_dir`` (:func:`cache_name`), made and saved there first
     when absent (or when ``rebuild``).
 
@@ -334,6 +346,11 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
     atomic, checksummed) and, for online behaviours, the learner's parameters. Loading verifies
     every checksum and the environment configuration (:func:`jaxrrm.data.load`).
     ``checkpoint_dir``: passed to :func:`build_dataset` (a killed build resumes there).
+    ``resumable`` (online behaviours, single-process runs; ignored otherwise): checkpoint the
+    build in :func:`partial_dir` every ``checkpoint_every_chunks`` chunks, so that a call after
+    a killed one resumes it (same dataset, bitwise), and remove that directory once the entry is
+    saved. With several processes every process trains the same behaviour and one writes the
+    entry, so a shared checkpoint directory would be written by all: not done.
 
     Raises:
       jaxrrm.data.DatasetError: a cache entry exists but is corrupted (the message says which
@@ -366,8 +383,12 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
         return Behaviour(dataset, meta, ds_path,
                          behaviour_policy(spec, cfg, params, bparams), False,
                          time.perf_counter() - t0)
+    partial = None
+    if checkpoint_dir is None and resumable and spec.online and jax.process_count() == 1:
+        partial = checkpoint_dir = partial_dir(spec, cfg, params, cache_dir)
     dataset, meta, bparams = build_dataset(spec, cfg, params, progress,
-                                           checkpoint_dir=checkpoint_dir)
+                                           checkpoint_dir=checkpoint_dir,
+                                           checkpoint_every_chunks=checkpoint_every_chunks)
     meta["build_seconds"] = time.perf_counter() - t0
     if not distributed.is_writer():  # every process made the same data; one writes it
         return Behaviour(dataset, meta, None, behaviour_policy(spec, cfg, params, bparams), True,
@@ -376,5 +397,16 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
     if bparams is not None:  # parameters first: the dataset's presence marks a full entry
         save_behaviour_params(entry, bparams)
     meta = data.save(ds_path, dataset, meta, overwrite=True)
+    if partial is not None:
+        _remove_partial(partial)
     return Behaviour(dataset, meta, ds_path, behaviour_policy(spec, cfg, params, bparams), True,
                      time.perf_counter() - t0)
+
+
+def _remove_partial(path: Path) -> None:
+    """Remove a build's checkpoint directory once its entry is saved, only if it holds nothing
+    but what :func:`build_dataset` writes there (anything else is left in place)."""
+    import shutil
+
+    if path.is_dir() and {p.name for p in path.iterdir()} <= _PARTIAL_PARTS:
+        shutil.rmtree(path)

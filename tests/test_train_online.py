@@ -209,3 +209,43 @@ def test_pipeline_stream_resumes_at_the_saved_chunk(tiny_params, tmp_path, monke
     (d / "stream" / "000001.npz").write_bytes(b"x")
     with pytest.raises(data.DatasetError, match="000001.*SHA-256"):
         pipeline.load_stream_chunk(d / "stream", 1)
+
+
+def test_load_or_build_resumable_resumes_and_cleans_up(tiny_params, tmp_path, monkeypatch):
+    """The cache's resumable build (what the experiment CLIs use): killed while reporting chunk
+    2, it leaves <entry>.partial with the checkpoint and stream; called again it resumes, the
+    entry's dataset is bitwise that of an uninterrupted, non-resumable build, and .partial is
+    removed. A .partial holding a file the build did not write is left in place."""
+    monkeypatch.setitem(pipeline.ONLINE_LEARNERS, "dqn",
+                        (dqn, functools.partial(dqn.DQNConfig, **{
+                            k: getattr(CFG, k) for k in ("num_envs", "steps_per_chunk",
+                                                         "updates_per_step", "batch_size",
+                                                         "buffer_size", "learning_starts",
+                                                         "net")})))
+    spec = pipeline.DatasetSpec("dqn", size=3 * PER_CHUNK, train_steps=4 * PER_CHUNK)
+    ref = pipeline.load_or_build(spec, TINY, tiny_params, tmp_path / "plain")
+    assert not pipeline.partial_dir(spec, TINY, tiny_params, tmp_path / "plain").exists()
+
+    def kill(done, total, post):
+        if done == 3:
+            raise KeyboardInterrupt("simulated kill while reporting chunk 2")
+
+    cache = tmp_path / "cache"
+    partial = pipeline.partial_dir(spec, TINY, tiny_params, cache)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.load_or_build(spec, TINY, tiny_params, cache, kill, resumable=True,
+                               checkpoint_every_chunks=1)
+    assert sorted(os.listdir(partial)) == ["state", "stream"]
+    assert ckpt.latest_step(partial / "state") == 2 * PER_CHUNK
+    got = pipeline.load_or_build(spec, TINY, tiny_params, cache, resumable=True,
+                                 checkpoint_every_chunks=1)
+    assert got.built and not partial.exists()
+    assert_trees_bitwise_equal(got.dataset, ref.dataset)
+    again = pipeline.load_or_build(spec, TINY, tiny_params, cache, resumable=True)
+    assert not again.built
+    assert_trees_bitwise_equal(again.dataset, ref.dataset)
+    # a foreign file in .partial: the directory is kept after the build
+    partial.mkdir()
+    (partial / "notes.txt").write_text("mine")
+    pipeline.load_or_build(spec, TINY, tiny_params, cache, rebuild=True, resumable=True)
+    assert (partial / "notes.txt").read_text() == "mine"
