@@ -176,16 +176,21 @@ def test_nonfinite_guard_keeps_last_good_checkpoint(tiny_params, tmp_path, monke
     assert_trees_bitwise_equal(restored, err.state)
 
 
-def test_pipeline_stream_resumes_at_the_saved_chunk(tiny_params, tmp_path, monkeypatch):
-    """build_dataset with a checkpoint directory, killed while reporting chunk 2 (its stream
-    chunk written, its checkpoint not): called again it resumes from chunk 2's start, and the
-    dataset is bitwise that of an uninterrupted build."""
+def _tiny_dqn_behaviour(monkeypatch):
+    """Make the pipeline's "dqn" behaviour this file's tiny DQN (a few seconds a chunk)."""
     monkeypatch.setitem(pipeline.ONLINE_LEARNERS, "dqn",
                         (dqn, functools.partial(dqn.DQNConfig, **{
                             k: getattr(CFG, k) for k in ("num_envs", "steps_per_chunk",
                                                          "updates_per_step", "batch_size",
                                                          "buffer_size", "learning_starts",
                                                          "net")})))
+
+
+def test_pipeline_stream_resumes_at_the_saved_chunk(tiny_params, tmp_path, monkeypatch):
+    """build_dataset with a checkpoint directory, killed while reporting chunk 2 (its stream
+    chunk written, its checkpoint not): called again it resumes from chunk 2's start, and the
+    dataset is bitwise that of an uninterrupted build."""
+    _tiny_dqn_behaviour(monkeypatch)
     spec = pipeline.DatasetSpec("dqn", size=3 * PER_CHUNK, train_steps=4 * PER_CHUNK)
     ref, _, ref_params = pipeline.build_dataset(spec, TINY, tiny_params, eval_every=0,
                                                 eval_episodes=1)
@@ -216,12 +221,7 @@ def test_load_or_build_resumable_resumes_and_cleans_up(tiny_params, tmp_path, mo
     2, it leaves <entry>.partial with the checkpoint and stream; called again it resumes, the
     entry's dataset is bitwise that of an uninterrupted, non-resumable build, and .partial is
     removed. A .partial holding a file the build did not write is left in place."""
-    monkeypatch.setitem(pipeline.ONLINE_LEARNERS, "dqn",
-                        (dqn, functools.partial(dqn.DQNConfig, **{
-                            k: getattr(CFG, k) for k in ("num_envs", "steps_per_chunk",
-                                                         "updates_per_step", "batch_size",
-                                                         "buffer_size", "learning_starts",
-                                                         "net")})))
+    _tiny_dqn_behaviour(monkeypatch)
     spec = pipeline.DatasetSpec("dqn", size=3 * PER_CHUNK, train_steps=4 * PER_CHUNK)
     ref = pipeline.load_or_build(spec, TINY, tiny_params, tmp_path / "plain")
     assert not pipeline.partial_dir(spec, TINY, tiny_params, tmp_path / "plain").exists()
