@@ -23,8 +23,8 @@ from pathlib import Path
 
 
 def _behaviours():
-    """Baselines and random walk, then the online learners (:data:`jaxrrm.pipeline.BEHAVIOURS`)."""
-    from jaxrrm.pipeline import BEHAVIOURS
+    """Baselines and random walk, then the online learners (:data:`jaxrrm.behaviour_data.BEHAVIOURS`)."""
+    from jaxrrm.behaviour_data import BEHAVIOURS
 
     return list(BEHAVIOURS)
 
@@ -135,16 +135,16 @@ def run(args) -> Path:
 
 def _collect_online(args, cfg, params) -> Path:
     """Train an online learner (sac, dqn), then keep a slice of its transition stream or roll
-    out the finished policy (:func:`jaxrrm.pipeline.build_dataset`)."""
+    out the finished policy (:func:`jaxrrm.behaviour_data.build_dataset`)."""
     import numpy as np
 
     from experiments import cli
-    from jaxrrm import data, pipeline
+    from jaxrrm import data, behaviour_data
 
     try:
-        spec = pipeline.DatasetSpec(
+        spec = behaviour_data.DatasetSpec(
             behaviour=args.behaviour, size=args.size, seed=args.seed,
-            train_steps=args.train_steps or 0,  # 0: the pipeline's default, as the main job
+            train_steps=args.train_steps or 0,  # 0: behaviour_data's default, as the main job
             source=args.source or "stream", stream_start=args.stream_start, epsilon=args.epsilon)
     except ValueError as e:
         raise cli.CliError(str(e)) from None
@@ -159,7 +159,7 @@ def _collect_online(args, cfg, params) -> Path:
 
     t0 = time.perf_counter()
     try:
-        dataset, meta, _ = pipeline.build_dataset(spec, cfg, params, progress,
+        dataset, meta, _ = behaviour_data.build_dataset(spec, cfg, params, progress,
                                                   eval_every=args.eval_every or 10,
                                                   eval_episodes=args.eval_episodes or 64)
     except ValueError as e:

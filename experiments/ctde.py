@@ -4,7 +4,7 @@
 
 1. makes the behaviour dataset (default: a discrete-SAC learner trained online on the
    vectorized environment, whose last transitions are kept) or reuses it from ``--data-dir``,
-   where it is cached under the hash of its full configuration (:mod:`jaxrrm.pipeline`);
+   where it is cached under the hash of its full configuration (:mod:`jaxrrm.behaviour_data`);
 2. trains C-, I- and CTDE-MARL-CQL and behaviour cloning on it (and QMIX-MARL-CQL when
    ``--learners`` names ``qmix``), all seeds of a learner in one vmapped, scanned run
    (:mod:`jaxrrm.train`), with progress bars showing losses and Q-values;

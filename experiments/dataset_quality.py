@@ -25,7 +25,7 @@ BEHAVIOURS = {"default": ("sac", "dqn", "random_walk"), "paper": ("sac", "dqn", 
 
 def build_parser() -> argparse.ArgumentParser:
     from experiments.runner import STUDY_SEEDS, add_study_arguments
-    from jaxrrm.pipeline import BEHAVIOURS as ALL
+    from jaxrrm.behaviour_data import BEHAVIOURS as ALL
 
     p = argparse.ArgumentParser(
         prog="python -m experiments.dataset_quality",

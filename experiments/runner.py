@@ -1,6 +1,6 @@
 """The run of the main job and the studies: presets and the learning flags (:func:`resolve` turns
 them into a :class:`Run`), the run's steps with progress bars and one-line user errors (the
-behaviour dataset, the baselines, each learner: :mod:`jaxrrm.pipeline`, :mod:`jaxrrm.compare`),
+behaviour dataset, the baselines, each learner: :mod:`jaxrrm.behaviour_data`, :mod:`jaxrrm.compare`),
 and a study's sweep of variants (:class:`Variant`, :func:`run_study`).
 
 No physics or learning here: the library decides what is trained and evaluated; this module
@@ -90,7 +90,7 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
     then default to ``learners``); ``learner_choices`` restricts ``--learners``; ``seeds`` is
     the default of ``--seeds``."""
     from experiments.cli import add_env_argument, number_in, positive_int, seed_int, widths
-    from jaxrrm import pipeline
+    from jaxrrm import behaviour_data
     from jaxrrm.config import SEED_RANGE
 
     unknown = set(omit) - set(OMITTABLE)
@@ -122,7 +122,7 @@ def add_run_arguments(p: argparse.ArgumentParser, learners: Sequence[str] = MAIN
                            f"{k} = {LEARNERS[k]}" for k in choices))
     g = p.add_argument_group("behaviour dataset (made once, then reused from --data-dir)")
     if "behaviour" not in omit:
-        g.add_argument("--behaviour", choices=pipeline.BEHAVIOURS, default=behaviour,
+        g.add_argument("--behaviour", choices=behaviour_data.BEHAVIOURS, default=behaviour,
                        help="behaviour policy of the dataset (sac/dqn are trained online first)")
     if "dataset_size" not in omit:
         g.add_argument("--dataset-size", type=positive_int, default=None,
@@ -193,7 +193,7 @@ class Run:
     mesh: object = None   # jaxrrm.distributed mesh (None: one device, the default)
 
     def dataset_spec(self, behaviour: Optional[str] = None, size: Optional[int] = None):
-        """This run's :class:`~jaxrrm.pipeline.DatasetSpec` with another behaviour and/or size
+        """This run's :class:`~jaxrrm.behaviour_data.DatasetSpec` with another behaviour and/or size
         (:func:`dataset_spec`)."""
         return dataset_spec(behaviour or self.spec.behaviour, size or self.spec.size,
                             self.spec.seed, self.behaviour_train_steps)
@@ -260,7 +260,7 @@ def fast_compile_for_quick(args) -> None:
 def resolve(args, name: str, **env_defaults) -> Run:
     """Flags over the preset (``--quick`` over both) -> :class:`Run` (CliError on bad values).
     Call it before any JAX computation (see :func:`fast_compile_for_quick`)."""
-    from jaxrrm import pipeline
+    from jaxrrm import behaviour_data
     from jaxrrm.config import MAX_SEED
 
     if args.quick and args.preset != "default":
@@ -298,10 +298,10 @@ def resolve(args, name: str, **env_defaults) -> Run:
         env_defaults.setdefault("horizon", preset.horizon)
     cfg, params = cli.make_env(args.env, **env_defaults)
     size = args.dataset_size or preset.dataset_size
-    online = args.behaviour in pipeline.ONLINE_LEARNERS
+    online = args.behaviour in behaviour_data.ONLINE_LEARNERS
     if args.behaviour_train_steps is not None and not online:
         raise cli.CliError(f"--behaviour-train-steps applies to the online behaviours "
-                              f"({', '.join(pipeline.ONLINE_LEARNERS)}), not to "
+                              f"({', '.join(behaviour_data.ONLINE_LEARNERS)}), not to "
                               f"--behaviour {args.behaviour}")
     if online and args.behaviour_train_steps is not None and args.behaviour_train_steps < size:
         raise cli.CliError(f"--behaviour-train-steps {args.behaviour_train_steps} is less "
@@ -321,14 +321,14 @@ def resolve(args, name: str, **env_defaults) -> Run:
 
 
 def dataset_spec(behaviour: str, size: int, seed: int, behaviour_train_steps: int):
-    """The :class:`~jaxrrm.pipeline.DatasetSpec` of a run's behaviour dataset: an online
+    """The :class:`~jaxrrm.behaviour_data.DatasetSpec` of a run's behaviour dataset: an online
     behaviour trains for ``max(behaviour_train_steps, size)`` transitions, a fixed one not at
     all (:class:`~experiments.cli.CliError` on an invalid setting)."""
-    from jaxrrm import pipeline
+    from jaxrrm import behaviour_data
 
-    online = behaviour in pipeline.ONLINE_LEARNERS
+    online = behaviour in behaviour_data.ONLINE_LEARNERS
     try:
-        return pipeline.DatasetSpec(behaviour=behaviour, size=size, seed=seed,
+        return behaviour_data.DatasetSpec(behaviour=behaviour, size=size, seed=seed,
                                     train_steps=max(behaviour_train_steps, size) if online else 0)
     except ValueError as e:
         raise cli.CliError(f"invalid dataset setting: {e}") from None
@@ -354,7 +354,7 @@ def check_data_dir(path: Path) -> None:
 
 def dataset(run: Run, spec=None, cfg=None, params=None):
     """Load or make the behaviour dataset (progress bar while making it)."""
-    from jaxrrm import data, pipeline
+    from jaxrrm import data, behaviour_data
 
     spec = spec or run.spec
     cfg = cfg or run.cfg
@@ -372,7 +372,7 @@ def dataset(run: Run, spec=None, cfg=None, params=None):
         bar.refresh()
 
     try:
-        beh = pipeline.load_or_build(spec, cfg, params, run.data_dir, progress=progress,
+        beh = behaviour_data.load_or_build(spec, cfg, params, run.data_dir, progress=progress,
                                      rebuild=run.rebuild, resumable=True)
     except (ValueError, data.DatasetError) as e:
         raise cli.CliError(f"dataset: {e}") from None
@@ -444,7 +444,7 @@ class Variant:
       value: the swept value, as reported (a number, or a name for a categorical sweep).
       cfg, params: environment of its dataset and of its test episodes (``None``: the run's).
       spec: its dataset (``None``: the run's).
-      behaviour: a ready :class:`jaxrrm.pipeline.Behaviour`, or a function of no arguments
+      behaviour: a ready :class:`jaxrrm.behaviour_data.Behaviour`, or a function of no arguments
         that returns one when the variant's turn comes (overrides ``spec``).
       learner_overrides: extra fields of every learner's configuration (e.g. ``cql_alpha``).
       evaluate_behaviour: also evaluate the behaviour policy itself (``"<label> / behaviour"``).

@@ -25,7 +25,7 @@ same progress callback and bar, history, held-out evaluations, non-finite guard
   bitwise those of a run that was never interrupted (on CPU). ``on_chunk(chunk, state, report,
   transitions)`` runs after each chunk *before* its checkpoint is saved: a consumer of the
   transition stream that keeps what it got up to the checkpoint's chunk resumes the stream
-  exactly (:func:`jaxrrm.pipeline.build_dataset` does).
+  exactly (:func:`jaxrrm.behaviour_data.build_dataset` does).
 
 :func:`fit` is the single-seed form (one key, the state of that seed; no seed axis), kept for
 callers of the former ``jaxrrm.algos.common.fit``; it runs the same loop.

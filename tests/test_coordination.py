@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrrm import EnvConfig, EnvParams, baselines, compare, evaluate, pipeline, train
+from jaxrrm import EnvConfig, EnvParams, baselines, compare, evaluate, behaviour_data, train
 from jaxrrm.algos import bc, cql
 from jaxrrm.algos.netconfig import NetConfig
 
@@ -32,7 +32,7 @@ def test_replicated_centralized_bc_mutes_where_reward_greedy_and_ctde_do_not():
                                         ).per_seed["score"]
              for n in ("reward_greedy", "tdm", "exhaustive")}
     assert np.all(score["tdm"] > 2.0 * score["reward_greedy"])  # the geometry needs muting
-    expert = pipeline.build_dataset(pipeline.DatasetSpec(behaviour="exhaustive", size=3000,
+    expert = behaviour_data.build_dataset(behaviour_data.DatasetSpec(behaviour="exhaustive", size=3000,
                                                          seed=1), CFG, PARAMS)[0]
     learners = {
         "C-BC": bc.BCConfig(lr=1e-3, net=NET, paradigm="centralized", execution="replicated"),

@@ -39,13 +39,13 @@ class WorkStarted(AssertionError):
 def no_work(monkeypatch):
     """Replace the functions where the CLIs' work starts by ones that raise WorkStarted."""
     from experiments import runner
-    from jaxrrm import data, pipeline
+    from jaxrrm import data, behaviour_data
 
     def refuse(*a, **k):
         raise WorkStarted("work started although the input is invalid")
 
     for mod, name in ((runner, "evaluate_fixed"), (runner, "dataset"), (runner, "run_variants"),
-                      (pipeline, "load_or_build"), (pipeline, "build_dataset"),
+                      (behaviour_data, "load_or_build"), (behaviour_data, "build_dataset"),
                       (data, "collect")):
         monkeypatch.setattr(mod, name, refuse)
     # --quick sets XLA_FLAGS for the process: keep the worker's value.

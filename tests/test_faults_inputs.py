@@ -108,10 +108,10 @@ def test_seeds_that_would_wrap_refused():
             check_seed(bad)
     with pytest.raises(ValueError, match="seed"):
         data.collect(2**32, "tdm", EnvParams.create(CFG), CFG, 6)
-    from jaxrrm import pipeline
+    from jaxrrm import behaviour_data
 
     with pytest.raises(ValueError, match="seed"):
-        pipeline.DatasetSpec(behaviour="tdm", size=10, seed=2**32)
+        behaviour_data.DatasetSpec(behaviour="tdm", size=10, seed=2**32)
 
 
 #: Corners of the valid ranges: each field at its extremes, and combinations that push the

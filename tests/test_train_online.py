@@ -1,7 +1,7 @@
 """Online training (jaxrrm.train_online): seeds vmapped over the single-seed pure learner, the
 shared host loop's checkpoints (a killed-and-resumed run equals one that ran through, bitwise,
 replay buffer included), the non-finite guard keeping the last good checkpoint, refused and
-damaged checkpoints, and the pipeline's resumed transition stream.
+damaged checkpoints, and the resumed transition stream of behaviour_data.
 
 Compilation dominates: one tiny DQN configuration, trainers built once per module."""
 
@@ -16,7 +16,7 @@ import pytest
 
 from _train_setup import assert_trees_bitwise_equal, kill_at, poison_rewards_from
 
-from jaxrrm import EnvConfig, EnvParams, data, loop, pipeline, train, train_online
+from jaxrrm import EnvConfig, EnvParams, data, loop, behaviour_data, train, train_online
 from jaxrrm import checkpoint as ckpt
 from jaxrrm.algos import dqn, sac
 from jaxrrm.algos.netconfig import NetConfig
@@ -177,8 +177,8 @@ def test_nonfinite_guard_keeps_last_good_checkpoint(tiny_params, tmp_path, monke
 
 
 def _tiny_dqn_behaviour(monkeypatch):
-    """Make the pipeline's "dqn" behaviour this file's tiny DQN (a few seconds a chunk)."""
-    monkeypatch.setitem(pipeline.ONLINE_LEARNERS, "dqn",
+    """Make behaviour_data's "dqn" behaviour this file's tiny DQN (a few seconds a chunk)."""
+    monkeypatch.setitem(behaviour_data.ONLINE_LEARNERS, "dqn",
                         (dqn, functools.partial(dqn.DQNConfig, **{
                             k: getattr(CFG, k) for k in ("num_envs", "steps_per_chunk",
                                                          "updates_per_step", "batch_size",
@@ -191,8 +191,8 @@ def test_pipeline_stream_resumes_at_the_saved_chunk(tiny_params, tmp_path, monke
     chunk written, its checkpoint not): called again it resumes from chunk 2's start, and the
     dataset is bitwise that of an uninterrupted build."""
     _tiny_dqn_behaviour(monkeypatch)
-    spec = pipeline.DatasetSpec("dqn", size=3 * PER_CHUNK, train_steps=4 * PER_CHUNK)
-    ref, _, ref_params = pipeline.build_dataset(spec, TINY, tiny_params, eval_every=0,
+    spec = behaviour_data.DatasetSpec("dqn", size=3 * PER_CHUNK, train_steps=4 * PER_CHUNK)
+    ref, _, ref_params = behaviour_data.build_dataset(spec, TINY, tiny_params, eval_every=0,
                                                 eval_episodes=1)
 
     def kill(done, total, post):
@@ -201,11 +201,11 @@ def test_pipeline_stream_resumes_at_the_saved_chunk(tiny_params, tmp_path, monke
 
     d = tmp_path / "build"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.build_dataset(spec, TINY, tiny_params, kill, eval_every=0, eval_episodes=1,
+        behaviour_data.build_dataset(spec, TINY, tiny_params, kill, eval_every=0, eval_episodes=1,
                                checkpoint_dir=d)
     assert ckpt.latest_step(d / "state") == 2 * PER_CHUNK
     assert max(os.listdir(d / "stream")) == "000002.sha256"
-    got, meta, params_ = pipeline.build_dataset(spec, TINY, tiny_params, eval_every=0,
+    got, meta, params_ = behaviour_data.build_dataset(spec, TINY, tiny_params, eval_every=0,
                                                 eval_episodes=1, checkpoint_dir=d)
     assert_trees_bitwise_equal(got, ref)
     assert_trees_bitwise_equal(params_, ref_params)
@@ -213,7 +213,7 @@ def test_pipeline_stream_resumes_at_the_saved_chunk(tiny_params, tmp_path, monke
     # a damaged stream chunk is detected
     (d / "stream" / "000001.npz").write_bytes(b"x")
     with pytest.raises(data.DatasetError, match="000001.*SHA-256"):
-        pipeline.load_stream_chunk(d / "stream", 1)
+        behaviour_data.load_stream_chunk(d / "stream", 1)
 
 
 def test_load_or_build_resumable_resumes_and_cleans_up(tiny_params, tmp_path, monkeypatch):
@@ -222,30 +222,30 @@ def test_load_or_build_resumable_resumes_and_cleans_up(tiny_params, tmp_path, mo
     entry's dataset is bitwise that of an uninterrupted, non-resumable build, and .partial is
     removed. A .partial holding a file the build did not write is left in place."""
     _tiny_dqn_behaviour(monkeypatch)
-    spec = pipeline.DatasetSpec("dqn", size=3 * PER_CHUNK, train_steps=4 * PER_CHUNK)
-    ref = pipeline.load_or_build(spec, TINY, tiny_params, tmp_path / "plain")
-    assert not pipeline.partial_dir(spec, TINY, tiny_params, tmp_path / "plain").exists()
+    spec = behaviour_data.DatasetSpec("dqn", size=3 * PER_CHUNK, train_steps=4 * PER_CHUNK)
+    ref = behaviour_data.load_or_build(spec, TINY, tiny_params, tmp_path / "plain")
+    assert not behaviour_data.partial_dir(spec, TINY, tiny_params, tmp_path / "plain").exists()
 
     def kill(done, total, post):
         if done == 3:
             raise KeyboardInterrupt("simulated kill while reporting chunk 2")
 
     cache = tmp_path / "cache"
-    partial = pipeline.partial_dir(spec, TINY, tiny_params, cache)
+    partial = behaviour_data.partial_dir(spec, TINY, tiny_params, cache)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.load_or_build(spec, TINY, tiny_params, cache, kill, resumable=True,
+        behaviour_data.load_or_build(spec, TINY, tiny_params, cache, kill, resumable=True,
                                checkpoint_every_chunks=1)
     assert sorted(os.listdir(partial)) == ["state", "stream"]
     assert ckpt.latest_step(partial / "state") == 2 * PER_CHUNK
-    got = pipeline.load_or_build(spec, TINY, tiny_params, cache, resumable=True,
+    got = behaviour_data.load_or_build(spec, TINY, tiny_params, cache, resumable=True,
                                  checkpoint_every_chunks=1)
     assert got.built and not partial.exists()
     assert_trees_bitwise_equal(got.dataset, ref.dataset)
-    again = pipeline.load_or_build(spec, TINY, tiny_params, cache, resumable=True)
+    again = behaviour_data.load_or_build(spec, TINY, tiny_params, cache, resumable=True)
     assert not again.built
     assert_trees_bitwise_equal(again.dataset, ref.dataset)
     # a foreign file in .partial: the directory is kept after the build
     partial.mkdir()
     (partial / "notes.txt").write_text("mine")
-    pipeline.load_or_build(spec, TINY, tiny_params, cache, rebuild=True, resumable=True)
+    behaviour_data.load_or_build(spec, TINY, tiny_params, cache, rebuild=True, resumable=True)
     assert (partial / "notes.txt").read_text() == "mine"
