@@ -250,8 +250,6 @@ def fast_compile_for_quick(args) -> None:
     faster compilation, slower execution, numerics still IEEE float32; for a smoke run, which
     compiles many programs and runs each briefly. Only effective before JAX's backend starts,
     i.e. when called first thing in a process (figures: benchmarks/ANALYSIS.md)."""
-    import os
-
     flags = os.environ.get("XLA_FLAGS", "")
     if args.quick and "xla_backend_optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=0").strip()

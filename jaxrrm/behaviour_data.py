@@ -24,6 +24,7 @@ import io
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -348,8 +349,8 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
     ``checkpoint_dir``: passed to :func:`build_dataset` (a killed build resumes there).
     ``resumable`` (online behaviours, single-process runs; ignored otherwise): checkpoint the
     build in :func:`partial_dir` every ``checkpoint_every_chunks`` chunks, so that a call after
-    a killed one resumes it (same dataset, bitwise), and remove that directory once the entry is
-    saved. With several processes every process trains the same behaviour and one writes the
+    a killed one resumes it (same dataset, bitwise), and remove the build's parts of that
+    directory once the entry is saved (``rebuild`` clears them first: a rebuild never resumes). With several processes every process trains the same behaviour and one writes the
     entry, so a shared checkpoint directory would be written by all: not done.
 
     Raises:
@@ -386,6 +387,8 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
     partial = None
     if checkpoint_dir is None and resumable and spec.online and jax.process_count() == 1:
         partial = checkpoint_dir = partial_dir(spec, cfg, params, cache_dir)
+        if rebuild:  # a rebuild starts afresh: never resume a build of older code
+            _clear_parts(partial)
     dataset, meta, bparams = build_dataset(spec, cfg, params, progress,
                                            checkpoint_dir=checkpoint_dir,
                                            checkpoint_every_chunks=checkpoint_every_chunks)
@@ -398,15 +401,26 @@ def load_or_build(spec: DatasetSpec, cfg: EnvConfig, params: EnvParams, cache_di
         save_behaviour_params(entry, bparams)
     meta = data.save(ds_path, dataset, meta, overwrite=True)
     if partial is not None:
-        _remove_partial(partial)
+        try:
+            _clear_parts(partial)
+        except OSError as e:  # the entry is saved: a failed cleanup is not a failed build
+            warnings.warn(f"{partial}: could not remove the build's checkpoint ({e})",
+                          stacklevel=2)
     return Behaviour(dataset, meta, ds_path, behaviour_policy(spec, cfg, params, bparams), True,
                      time.perf_counter() - t0)
 
 
-def _remove_partial(path: Path) -> None:
-    """Remove a build's checkpoint directory once its entry is saved, only if it holds nothing
-    but what :func:`build_dataset` writes there (anything else is left in place)."""
+def _clear_parts(path: Path) -> None:
+    """Remove what :func:`build_dataset` writes into a checkpoint directory (``state/``,
+    ``stream/``; real directories, not links), then the directory itself if nothing else is
+    left in it: files the build did not write stay."""
     import shutil
 
-    if path.is_dir() and {p.name for p in path.iterdir()} <= _PARTIAL_PARTS:
-        shutil.rmtree(path)
+    for name in sorted(_PARTIAL_PARTS):
+        part = path / name
+        if part.is_dir() and not part.is_symlink():
+            shutil.rmtree(part)
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # absent, or holding someone else's files

@@ -362,7 +362,7 @@ def erfinv_f32(x):
     :math:`p_1, p_2` polynomials of degree 8. Element-wise, no branch but one select, so it
     fuses into its caller (cheaper on CPU than ``jax.scipy.special.erfinv``; see
     ``benchmarks/ANALYSIS.md``). Relative error below 5e-7 on the grid :func:`hash_normal`
-    draws from (``tests/test_channel.py`` checks it against SciPy in float64).
+    draws from (``tests/test_rng.py`` checks it against SciPy in float64).
 
     Args:
       x: float32 array, :math:`|x| < 1`.

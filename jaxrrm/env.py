@@ -127,13 +127,19 @@ def top_k_first(x, k: int):
     return jnp.concatenate(vals, axis=-1), jnp.concatenate(idxs, axis=-1)
 
 
+#: Longest axis :func:`argmax_first` unrolls (the per-AP action counts are far below it).
+ARGMAX_UNROLL_MAX = 16
+
+
 def argmax_first(x):
     """Index of the largest entry along the last axis, the first one on ties: ``jnp.argmax``.
 
-    For the short axes of this project (candidates, actions) as ``n - 1`` element-wise compares
-    instead of a variadic reduction: element-wise code keeps a ``vmap``'s batch axis where it is
-    (``jnp.argmax`` under ``vmap`` moves it first, and the episodes-last rollout then transposes
-    every slot) and vectorizes over it. NaN counts as the largest value, as in ``jnp.argmax``.
+    For the short axes of this project (candidates, per-AP actions: ``n <=``
+    :data:`ARGMAX_UNROLL_MAX`) as ``n - 1`` element-wise compares instead of a variadic
+    reduction: element-wise code keeps a ``vmap``'s batch axis where it is (``jnp.argmax`` under
+    ``vmap`` moves it first, and the episodes-last rollout then transposes every slot) and
+    vectorizes over it. Longer axes (the centralized learner's joint actions) use
+    ``jnp.argmax``. NaN counts as the largest value, as in ``jnp.argmax``.
 
     Args:
       x: ``[..., n]`` float or int, ``n >= 1`` (static).
@@ -142,6 +148,8 @@ def argmax_first(x):
       ``[...]`` int32, the same as ``jnp.argmax(x, axis=-1)``.
     """
     n = x.shape[-1]
+    if n > ARGMAX_UNROLL_MAX:
+        return jnp.argmax(x, axis=-1).astype(jnp.int32)
     best_v, best_i = x[..., 0], jnp.zeros(x.shape[:-1], jnp.int32)
     floating = jnp.issubdtype(x.dtype, jnp.floating)
     for j in range(1, n):

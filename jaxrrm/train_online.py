@@ -33,6 +33,7 @@ callers of the former ``jaxrrm.algos.common.fit``; it runs the same loop.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -135,11 +136,22 @@ def make_train(env_cfg: EnvConfig, env_params: EnvParams, learner_cfg,
     return trainer_of(make_learner(env_cfg, env_params, learner_cfg), train_cfg)
 
 
-def trainer_of(learner: OnlineLearner, train_cfg: OnlineTrainConfig) -> OnlineTrainer:
-    """The :class:`OnlineTrainer` of an :class:`~jaxrrm.algos.online.OnlineLearner` (compiled on
-    first use; one compilation per trainer)."""
-    env_cfg, env_params, learner_cfg = learner.env_cfg, learner.env_params, learner.config
-    s = train_cfg.num_seeds
+#: The compiled functions of the most recent (learner, number of seeds) pairs, so that trainers
+#: of the same learner (e.g. repeated :func:`fit` calls on one trainer) share one compilation:
+#: ``{(id(learner), seeds): (learner, compiled)}``, the learner kept to pin its id.
+_COMPILED: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+_COMPILED_MAX = 8
+
+
+def _compiled(learner: OnlineLearner, s: int):
+    """``(chunk_fn, init, run_chunk, eval_rates)`` of ``s`` seeds of ``learner`` (the jitted
+    functions; built once per learner object and number of seeds, see :data:`_COMPILED`)."""
+    key = (id(learner), s)
+    hit = _COMPILED.get(key)
+    if hit is not None and hit[0] is learner:
+        _COMPILED.move_to_end(key)
+        return hit[1]
+    env_cfg, env_params = learner.env_cfg, learner.env_params
 
     def one_chunk(ts):
         ts, m, trs = learner.chunk(ts)
@@ -170,6 +182,20 @@ def trainer_of(learner: OnlineLearner, train_cfg: OnlineTrainConfig) -> OnlineTr
         # one seed: the rollout of its parameters alone (rollout_seeds compiles it once)
         return jax.tree.map(lambda y: y[None], rollout(seed_slice(params), keys[0],
                                                        num_episodes))
+
+    out = (chunk_fn, init, run_chunk, eval_rates)
+    _COMPILED[key] = (learner, out)
+    if len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return out
+
+
+def trainer_of(learner: OnlineLearner, train_cfg: OnlineTrainConfig) -> OnlineTrainer:
+    """The :class:`OnlineTrainer` of an :class:`~jaxrrm.algos.online.OnlineLearner` (compiled on
+    first use, once per learner and number of seeds: :func:`_compiled`)."""
+    env_cfg, env_params, learner_cfg = learner.env_cfg, learner.env_params, learner.config
+    s = train_cfg.num_seeds
+    chunk_fn, init, run_chunk, eval_rates = _compiled(learner, s)
 
     def evaluate_rates(params, keys, num_episodes: int):
         require(is_int(num_episodes) and num_episodes >= 1, "num_episodes", "an integer >= 1",
@@ -300,7 +326,8 @@ def fit(trainer, key, num_chunks: int, eval_keys=None, eval_every: int = 0,
         ``on_chunk`` and ``log``, ``err.state`` is the seed's state after the last good chunk,
         ``err.history`` the list of metric dicts up to it.
     """
-    tc = OnlineTrainConfig(num_chunks=num_chunks, num_seeds=1, eval_every_chunks=eval_every,
+    tc = OnlineTrainConfig(num_chunks=num_chunks, num_seeds=1,
+                           eval_every_chunks=eval_every if eval_keys is not None else 0,
                            eval_episodes=trainer.eval_episodes)
     online = trainer_of(trainer.learner, tc)
     wall: Dict[int, float] = {}

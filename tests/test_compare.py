@@ -19,7 +19,7 @@ def params():
     return EnvParams.create(CFG)
 
 
-def test_train_and_evaluate_pairs_seeds_with_test_keys(params):
+def test_train_and_evaluate_pairs_seeds_with_test_keys(params, monkeypatch):
     from jaxrrm.algos import bc
     from jaxrrm.algos.netconfig import NetConfig
 
@@ -50,6 +50,8 @@ def test_train_and_evaluate_pairs_seeds_with_test_keys(params):
     np.testing.assert_array_equal(envs["same"].ue_rates, res.ue_rates)
     assert envs["mobile"].ue_rates.shape == res.ue_rates.shape
     assert not np.array_equal(envs["mobile"].ue_rates, res.ue_rates)
+    monkeypatch.setattr(compare.train, "make_train",
+                        lambda *a, **k: pytest.fail("trained before the shapes were checked"))
     with pytest.raises(ValueError, match="num_aps"):   # refused before any training
         compare.train_and_evaluate_envs(
             jax.random.key(0), dataset, CFG, params, lc, tc, keys, 3,

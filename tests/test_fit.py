@@ -58,3 +58,25 @@ def test_offline_and_online_guards_share_the_error():
                         "critic_loss=nan; training stopped, the last good state (after 30 "
                         "updates) is kept in err.state")
     assert (err.chunk, err.update, err.seed, err.state, err.history) == (3, 31, 2, "S", ["h"])
+
+
+def test_fit_twice_on_one_trainer_compiles_once():
+    """Repeated fit calls on the same trainer reuse its compiled chunk: the learner's chunk is
+    traced once (a trace-time counter), and the two runs of the same key agree bitwise."""
+    from jaxrrm.algos import online
+
+    base = dqn.make_train(TINY, EnvParams.create(TINY), CFG, eval_episodes=1)
+    traces = []
+
+    def chunk(ts):
+        traces.append(1)
+        return base.learner.chunk(ts)
+
+    trainer = base._replace(learner=base.learner._replace(chunk=chunk))
+    assert isinstance(trainer, online.Trainer)
+    a, _ = train_online.fit(trainer, jax.random.key(3), 2)
+    b, _ = train_online.fit(trainer, jax.random.key(3), 1)
+    c, _ = train_online.fit(trainer, jax.random.key(3), 2)
+    assert len(traces) == 1
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(c.params)):
+        np.testing.assert_array_equal(x, y)

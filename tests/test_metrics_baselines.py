@@ -433,7 +433,7 @@ def test_argmax_first_is_jnp_argmax():
     from jaxrrm.env import argmax_first
 
     rng = np.random.default_rng(0)
-    for n in (1, 2, 3, 4, 7):
+    for n in (1, 2, 3, 4, 7, 16, 17, 256):  # 17, 256: past ARGMAX_UNROLL_MAX, jnp.argmax
         x = rng.choice(np.array([-np.inf, -1.0, 0.0, 0.5, 2.0], np.float32), size=(500, 3, n))
         x[rng.random(x.shape) < 0.05] = np.nan
         x[0] = -np.inf

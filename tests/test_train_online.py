@@ -186,7 +186,7 @@ def _tiny_dqn_behaviour(monkeypatch):
                                                          "net")})))
 
 
-def test_pipeline_stream_resumes_at_the_saved_chunk(tiny_params, tmp_path, monkeypatch):
+def test_build_dataset_stream_resumes_at_the_saved_chunk(tiny_params, tmp_path, monkeypatch):
     """build_dataset with a checkpoint directory, killed while reporting chunk 2 (its stream
     chunk written, its checkpoint not): called again it resumes from chunk 2's start, and the
     dataset is bitwise that of an uninterrupted build."""
@@ -244,8 +244,20 @@ def test_load_or_build_resumable_resumes_and_cleans_up(tiny_params, tmp_path, mo
     again = behaviour_data.load_or_build(spec, TINY, tiny_params, cache, resumable=True)
     assert not again.built
     assert_trees_bitwise_equal(again.dataset, ref.dataset)
-    # a foreign file in .partial: the directory is kept after the build
+    # a rebuild never resumes a killed build's parts: it trains from chunk 0
+    with pytest.raises(KeyboardInterrupt):
+        behaviour_data.load_or_build(spec, TINY, tiny_params, cache, kill, rebuild=True,
+                                     resumable=True, checkpoint_every_chunks=1)
+    assert ckpt.latest_step(partial / "state") == 2 * PER_CHUNK
+    done = []
+    rebuilt = behaviour_data.load_or_build(spec, TINY, tiny_params, cache,
+                                           lambda d, t, p: done.append(d), rebuild=True,
+                                           resumable=True)
+    assert done[0] == 1 and not partial.exists()
+    assert_trees_bitwise_equal(rebuilt.dataset, ref.dataset)
+    # a foreign file in .partial stays; the build's own parts are removed
     partial.mkdir()
     (partial / "notes.txt").write_text("mine")
     behaviour_data.load_or_build(spec, TINY, tiny_params, cache, rebuild=True, resumable=True)
     assert (partial / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(partial)) == ["notes.txt"]

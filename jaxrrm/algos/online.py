@@ -137,8 +137,7 @@ def init_state(runner, params, opt_state, buffer_size: int, key, num_aps: int) -
     """The :class:`OnlineState` of a fresh run: ``runner`` (reset), the initial ``params`` and
     ``opt_state``, an empty replay of ``buffer_size`` records shaped like the runner's first
     observation, the run key ``key``, zero counters."""
-    obs0 = jax.tree.map(lambda x: x[0], runner.obs)
-    example = replay_lib.ReplayItem.example(obs0, num_aps)
+    example = replay_lib.ReplayItem.example(first_obs(runner), num_aps)
     return OnlineState(params=params, opt_state=opt_state,
                        replay=replay_lib.replay_init(example, buffer_size), runner=runner,
                        key=key, env_steps=jnp.zeros((), jnp.int32),
